@@ -1,0 +1,85 @@
+/**
+ * podsim: GShard-style sharded programs on a simulated TPU v3 pod. Every core is an xstate
+ * actor with its own HBM budget and compute clock, driven by a deterministic discrete-event
+ * runtime over a modelled ICI interconnect.
+ *
+ * @example
+ * ```ts
+ * import { runProgram, sliceTopology } from "@podsim/podsim";
+ *
+ * const v3_8 = sliceTopology("v3-8");
+ * const result = runProgram(v3_8, function* (core) {
+ *   const next = (core.id + 1) % core.coreCount;
+ *   const prev = (core.id + core.coreCount - 1) % core.coreCount;
+ *   yield* core.alloc(4 * 1024, "activations", "x");
+ *   yield* core.send(next, new Float32Array(1024), { tag: "shift" });
+ *   const msg = yield* core.recv<Float32Array>(prev, "shift");
+ *   yield* core.compute({ flops: 2 * msg.payload.length, bytes: msg.bytes, label: "sum" });
+ * });
+ * console.log(result.status, result.simulatedSeconds);
+ * ```
+ *
+ * @module
+ */
+
+export { PodsimError, ProgramError, RunLimitError, TopologyError } from "./src/errors.ts";
+
+export { type HardwareSpec, TPU_V3 } from "./src/topology/hardware.ts";
+export {
+  type CoreCoord,
+  createTopology,
+  type Link,
+  type LinkDirection,
+  Topology,
+  type TopologyOptions,
+} from "./src/topology/topology.ts";
+export {
+  type MeshOptions,
+  meshTopology,
+  parseShape,
+  ringTopology,
+  type ShapeOptions,
+  sliceTopology,
+  torusTopology,
+  TPU_V3_SLICES,
+} from "./src/topology/slices.ts";
+
+export {
+  CORE_STATES,
+  type CoreContext,
+  type CoreStateName,
+  isFinalCoreState,
+  type Tag,
+  type WaitTarget,
+} from "./src/actors/core_machine.ts";
+export {
+  type BytesByCategory,
+  formatBytes,
+  MEMORY_CATEGORIES,
+  type MemoryCategory,
+  type MemoryLedger,
+  OutOfMemoryError,
+} from "./src/actors/memory_ledger.ts";
+export {
+  type ComputeRequest,
+  type CoreHandle,
+  type Dtype,
+  type Message,
+  type Operation,
+  type OperationKind,
+  type Program,
+  type ProgramGenerator,
+  type SendOptions,
+} from "./src/actors/program.ts";
+export { DeadlockError, type WaitEdge } from "./src/actors/deadlock.ts";
+export {
+  type ActorInspectionEvent,
+  type CoreReport,
+  expectCompleted,
+  type RunLimits,
+  type RunOptions,
+  runProgram,
+  type RunResult,
+  type RunStatus,
+} from "./src/actors/runtime.ts";
+export { toChromeTraceJson, type TraceEvent } from "./src/actors/trace.ts";

@@ -1,0 +1,331 @@
+/**
+ * SPMD programs: one generator function runs on every core with that core's handle. A program
+ * `yield*`s the handle's operations; the runtime resumes it when the operation completes in
+ * simulated time. Generators (not async functions) keep the scheduler synchronous and
+ * deterministic, and let collectives compose as plain `yield*` sub-programs.
+ *
+ * @module
+ */
+
+import { ProgramError } from "../errors.ts";
+import type { CoreCoord, Topology } from "../topology/topology.ts";
+import type { Tag } from "./core_machine.ts";
+import { isMemoryCategory, type MemoryCategory } from "./memory_ledger.ts";
+
+/** Number formats the compute clock distinguishes. */
+export type Dtype = "f32" | "bf16";
+
+/** A block of compute: its FLOPs and HBM bytes set its time on the roofline. */
+export interface ComputeRequest {
+  /** Floating-point operations. Default 0. */
+  readonly flops?: number;
+  /** Bytes moved to and from HBM. Default 0. */
+  readonly bytes?: number;
+  /** Name in traces and reports. Default "compute". */
+  readonly label?: string;
+  /** Matmul number format; f32 runs at the hardware's f32 fraction of peak. Default bf16. */
+  readonly dtype?: Dtype;
+  /** Fraction of peak FLOP/s reached; defaults to the hardware's computeEfficiency. */
+  readonly efficiency?: number;
+}
+
+/** Options of a send. */
+export interface SendOptions {
+  /** Receivers match on (source, tag). Default "". */
+  readonly tag?: Tag;
+  /**
+   * Bytes on the wire. Defaults to the payload's byteLength when it is a typed array; required
+   * otherwise (shape-only mode sends no data, only a byte count).
+   */
+  readonly bytes?: number;
+}
+
+/** A message as the receiver gets it. */
+export interface Message<P = unknown> {
+  /** Sender's core id. */
+  readonly from: number;
+  /** Receiver's core id. */
+  readonly to: number;
+  /** Tag the receiver matched on. */
+  readonly tag: Tag;
+  /** The data (a copy, for typed arrays), or undefined in shape-only mode. */
+  readonly payload: P;
+  /** Bytes on the wire. */
+  readonly bytes: number;
+  /** Simulated time the send was issued, seconds. */
+  readonly sentAt: number;
+  /** Simulated time the last byte arrived, seconds. */
+  readonly arrivedAt: number;
+}
+
+/** What an operation asks for. */
+export type OperationKind = "compute" | "alloc" | "free" | "send" | "flush" | "recv";
+
+/**
+ * One request from a program to the runtime, used with `yield*`: it yields itself once, and
+ * `yield*` evaluates to the runtime's answer (`R`). Only the core handle builds these (after
+ * checking the arguments) and the runtime accepts nothing else, so a program cannot hand it an
+ * unchecked request. Being its own iterator, an operation costs one small object instead of a
+ * generator per call, and one class with every field keeps the runtime's dispatch monomorphic.
+ */
+export class Operation<R = unknown> implements IterableIterator<Operation, R, unknown> {
+  #yielded = false;
+
+  /** Builds a request; used by the core handle only. */
+  constructor(
+    /** What is asked. */
+    readonly kind: OperationKind,
+    /** send: destination core; recv: source core; otherwise -1. */
+    readonly peer: number,
+    /** send / recv: the tag. */
+    readonly tag: Tag,
+    /** send: the data. */
+    readonly payload: unknown,
+    /** compute: HBM bytes; alloc / free / send: bytes. */
+    readonly bytes: number,
+    /** compute: FLOPs. */
+    readonly flops: number,
+    /** compute / alloc / free: the label in reports. */
+    readonly label: string,
+    /** compute: the number format. */
+    readonly dtype: Dtype,
+    /** compute: fraction of peak, or 0 for the hardware default. */
+    readonly efficiency: number,
+    /** alloc / free: the memory category. */
+    readonly category: MemoryCategory,
+  ) {}
+
+  /** `yield*` starts here. */
+  [Symbol.iterator](): this {
+    return this;
+  }
+
+  /** First call: hand this request to the runtime. Second: return the runtime's answer. */
+  next(answer?: unknown): IteratorResult<Operation, R> {
+    if (this.#yielded) return { value: answer as R, done: true };
+    this.#yielded = true;
+    return { value: this, done: false };
+  }
+}
+
+/** A running program: yields operations, receives their results. */
+export type ProgramGenerator<R = void> = Generator<Operation, R, unknown>;
+
+/**
+ * An SPMD program: called once per core with its handle.
+ *
+ * @example
+ * ```ts
+ * import { type Program, runProgram, sliceTopology } from "@podsim/podsim";
+ * // Every core passes a 1 MiB block to the next core id and receives one from the previous.
+ * const shift: Program = function* (core) {
+ *   const n = core.coreCount;
+ *   yield* core.send((core.id + 1) % n, undefined, { bytes: 2 ** 20, tag: "shift" });
+ *   const msg = yield* core.recv((core.id + n - 1) % n, "shift");
+ *   console.assert(msg.bytes === 2 ** 20);
+ * };
+ * const result = runProgram(sliceTopology("v3-8"), shift);
+ * console.log(result.status); // "completed"
+ * ```
+ */
+export type Program = (core: CoreHandle) => ProgramGenerator;
+
+/** What a program sees of its core. Each operation is used with `yield*`. */
+export interface CoreHandle {
+  /** This core's device id. */
+  readonly id: number;
+  /** Number of cores running the program. */
+  readonly coreCount: number;
+  /** The slice the program runs on. */
+  readonly topology: Topology;
+  /** This core's chip coordinates and index on its chip. */
+  readonly coord: CoreCoord;
+  /** The core's simulated clock, seconds. */
+  now(): number;
+  /** Runs a block of compute; returns its simulated duration in seconds. */
+  compute(request: ComputeRequest): Operation<number>;
+  /** Allocates HBM; over budget, the core goes to `out_of_memory` and the run stops. */
+  alloc(bytes: number, category: MemoryCategory, label?: string): Operation<void>;
+  /** Frees HBM allocated earlier in the same category. */
+  free(bytes: number, category: MemoryCategory, label?: string): Operation<void>;
+  /**
+   * Posts a message (a DMA): returns at once, the transfer runs over the links while the
+   * program goes on. Typed-array payloads are copied at the send, as a DMA would.
+   */
+  send(to: number, payload: unknown, options?: SendOptions): Operation<void>;
+  /** Waits (state `sending`) until every posted send has left this core. */
+  flush(): Operation<void>;
+  /** Waits (state `waiting`) for the next message from `from` with `tag` (default ""). */
+  recv<P = unknown>(from: number, tag?: Tag): Operation<Message<P>>;
+}
+
+/** Checks `v` is a finite number >= 0, naming the core and operation otherwise. */
+function checkAmount(handle: CoreHandle, op: string, what: string, v: number): void {
+  if (typeof v !== "number" || !Number.isFinite(v) || v < 0) {
+    throw new ProgramError(
+      `core ${handle.id} at t=${handle.now()}s: ${op} ${what} must be a finite number >= 0, got ${v}`,
+    );
+  }
+}
+
+/** Checks `to` names another core of the slice. */
+function checkPeer(handle: CoreHandle, op: string, peer: number): void {
+  if (!Number.isInteger(peer) || peer < 0 || peer >= handle.coreCount) {
+    throw new ProgramError(
+      `core ${handle.id} at t=${handle.now()}s: ${op} core ${peer} does not exist ` +
+        `in ${handle.topology.name} (cores 0..${handle.coreCount - 1})`,
+    );
+  }
+  if (peer === handle.id) {
+    throw new ProgramError(`core ${handle.id} at t=${handle.now()}s: ${op} itself`);
+  }
+}
+
+function checkTag(handle: CoreHandle, op: string, tag: unknown): void {
+  if (typeof tag !== "string" && typeof tag !== "number") {
+    throw new ProgramError(
+      `core ${handle.id}: ${op} tag must be a string or number, got ${typeof tag}`,
+    );
+  }
+}
+
+function checkCategory(handle: CoreHandle, op: string, category: unknown): void {
+  if (!isMemoryCategory(category)) {
+    throw new ProgramError(
+      `core ${handle.id}: ${op} category "${String(category)}" is not one of weights, ` +
+        `activations, optimizer, gradients, temporaries, buffers`,
+    );
+  }
+}
+
+/** Bytes of a typed-array payload, or undefined. */
+function payloadBytes(payload: unknown): number | undefined {
+  if (payload instanceof ArrayBuffer) return payload.byteLength;
+  return ArrayBuffer.isView(payload) ? payload.byteLength : undefined;
+}
+
+/** A copy of a typed-array payload (the DMA reads it at send time); others as they are. */
+function snapshotPayload(payload: unknown): unknown {
+  if (payload instanceof ArrayBuffer) return payload.slice(0);
+  if (ArrayBuffer.isView(payload) && !(payload instanceof DataView)) {
+    return (payload as unknown as { slice(): unknown }).slice();
+  }
+  return payload;
+}
+
+/**
+ * The handle the runtime gives each core. Operations check their arguments here, in the
+ * program's own call, so a bad argument names the core and the operation.
+ */
+export class ProgramHandle implements CoreHandle {
+  readonly id: number;
+  readonly coreCount: number;
+  readonly topology: Topology;
+  readonly #clock: () => number;
+  #coord: CoreCoord | undefined;
+
+  constructor(id: number, topology: Topology, clock: () => number) {
+    this.id = id;
+    this.topology = topology;
+    this.coreCount = topology.coreCount;
+    this.#clock = clock;
+  }
+
+  get coord(): CoreCoord {
+    return this.#coord ??= this.topology.coreCoord(this.id);
+  }
+
+  now(): number {
+    return this.#clock();
+  }
+
+  compute(request: ComputeRequest): Operation<number> {
+    const flops = request.flops ?? 0;
+    const bytes = request.bytes ?? 0;
+    checkAmount(this, "compute", "flops", flops);
+    checkAmount(this, "compute", "bytes", bytes);
+    const dtype = request.dtype ?? "bf16";
+    if (dtype !== "bf16" && dtype !== "f32") {
+      throw new ProgramError(
+        `core ${this.id}: compute dtype must be "bf16" or "f32", got ${dtype}`,
+      );
+    }
+    const efficiency = request.efficiency;
+    if (efficiency !== undefined && !(efficiency > 0 && efficiency <= 1)) {
+      throw new ProgramError(
+        `core ${this.id}: compute efficiency must be in (0, 1], got ${efficiency}`,
+      );
+    }
+    const label = request.label ?? "compute";
+    return new Operation(
+      "compute",
+      -1,
+      "",
+      undefined,
+      bytes,
+      flops,
+      label,
+      dtype,
+      efficiency ?? 0,
+      "temporaries",
+    );
+  }
+
+  alloc(bytes: number, category: MemoryCategory, label: string = category): Operation<void> {
+    checkAmount(this, `alloc "${label}"`, "bytes", bytes);
+    checkCategory(this, `alloc "${label}"`, category);
+    return new Operation("alloc", -1, "", undefined, bytes, 0, label, "bf16", 0, category);
+  }
+
+  free(bytes: number, category: MemoryCategory, label: string = category): Operation<void> {
+    checkAmount(this, `free "${label}"`, "bytes", bytes);
+    checkCategory(this, `free "${label}"`, category);
+    return new Operation("free", -1, "", undefined, bytes, 0, label, "bf16", 0, category);
+  }
+
+  send(to: number, payload: unknown, options: SendOptions = {}): Operation<void> {
+    checkPeer(this, "send to", to);
+    const tag = options.tag ?? "";
+    checkTag(this, "send", tag);
+    const bytes = options.bytes ?? payloadBytes(payload);
+    if (bytes === undefined) {
+      throw new ProgramError(
+        `core ${this.id}: send to core ${to} needs options.bytes (the payload is not a typed array)`,
+      );
+    }
+    checkAmount(this, `send to core ${to}`, "bytes", bytes);
+    return new Operation(
+      "send",
+      to,
+      tag,
+      snapshotPayload(payload),
+      bytes,
+      0,
+      "",
+      "bf16",
+      0,
+      "buffers",
+    );
+  }
+
+  flush(): Operation<void> {
+    return new Operation("flush", -1, "", undefined, 0, 0, "flush", "bf16", 0, "buffers");
+  }
+
+  recv<P = unknown>(from: number, tag: Tag = ""): Operation<Message<P>> {
+    checkPeer(this, "recv from", from);
+    checkTag(this, "recv", tag);
+    return new Operation(
+      "recv",
+      from,
+      tag,
+      undefined,
+      0,
+      0,
+      "",
+      "bf16",
+      0,
+      "buffers",
+    );
+  }
+}
