@@ -236,6 +236,32 @@ test("the trace has a process per core, compute slices, flows and memory counter
   assert.deepEqual(counters.map((e) => (e.args as { weights: number }).weights), [256, 256]);
 });
 
+test("trace slices on one thread never overlap, even with traffic in every direction", () => {
+  const result = runProgram(sliceTopology("v3-32"), function* (core) {
+    const n = core.coreCount;
+    for (const step of [1, 2, 5, n - 1]) {
+      yield* core.send((core.id + step) % n, new Float32Array(4096), { tag: step });
+    }
+    yield* core.compute({ flops: 1e9, label: "overlapped" });
+    for (const step of [1, 2, 5, n - 1]) yield* core.recv((core.id + n - step) % n, step);
+  }, { trace: true });
+  const byThread = new Map<string, { ts: number; end: number }[]>();
+  for (const e of result.trace!) {
+    if (e.ph !== "X") continue;
+    const key = `${e.pid}/${e.tid}`;
+    byThread.set(key, [...(byThread.get(key) ?? []), { ts: e.ts!, end: e.ts! + e.dur! }]);
+  }
+  assert.ok(byThread.size > 32 * 3);
+  for (const [thread, slices] of byThread) {
+    slices.sort((a, b) => a.ts - b.ts);
+    for (let i = 1; i < slices.length; i++) {
+      assert.ok(slices[i].ts >= slices[i - 1].end - 1e-9, `overlap on ${thread}`);
+    }
+  }
+  const threadNames = result.trace!.filter((e) => e.name === "thread_name" && e.pid === 0);
+  assert.ok(threadNames.some((e) => (e.args as { name: string }).name === "out +x"));
+});
+
 test("a shift around all 2048 cores of a pod completes with one message per core", () => {
   const result = runProgram(sliceTopology("v3-2048"), function* (core) {
     const n = core.coreCount;

@@ -65,14 +65,10 @@ export interface ActorInspectionEvent {
 }
 
 /**
- * The pod: the root actor whose system the core actors share. It counts the cores that have
- * reached a final state (xstate tells a parent when a child is done).
+ * The pod: the root actor whose xstate system the core actors share (one inspection stream, no
+ * per-core system). It holds no state of its own.
  */
-const podLogic = fromTransition(
-  (finished: number, event: { type: string }) =>
-    event.type.startsWith("xstate.done.actor.") ? finished + 1 : finished,
-  0,
-);
+const podLogic = fromTransition((state: null) => state, null);
 
 /** How a run ended. */
 export type RunStatus = "completed" | "deadlocked" | "out_of_memory";
@@ -521,10 +517,9 @@ class Runtime {
     if (this.#trace) {
       this.#trace.transfer(
         this.#flows++,
-        slot.id,
-        to,
-        tag,
-        bytes,
+        msg,
+        route[0],
+        route[hops - 1],
         injectStart,
         injectEnd,
         arrival - duration,

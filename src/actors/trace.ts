@@ -1,7 +1,7 @@
 /**
  * Chrome trace-event output (opens in ui.perfetto.dev and chrome://tracing): one process per
- * core with an "exec" thread (compute, waits) and a "dma" thread (outgoing transfers and
- * arrivals), flow arrows from each send to its arrival, and a memory counter per core.
+ * core with an "exec" thread (compute, waits, flushes) and one thread per link direction the core
+ * sends or receives on, flow arrows from each send to its arrival, and a memory counter per core.
  * Timestamps are simulated microseconds.
  *
  * @module
@@ -25,7 +25,7 @@ export interface TraceEvent {
   readonly dur?: number;
   /** Process id: the core id. */
   readonly pid: number;
-  /** Thread id: 0 = exec, 1 = dma. */
+  /** Thread id: 0 = exec; 1-5 = outgoing per link direction; 11-15 = incoming. */
   readonly tid?: number;
   /** Flow id (s / f events). */
   readonly id?: number;
@@ -36,14 +36,20 @@ export interface TraceEvent {
 }
 
 const EXEC = 0;
-const DMA = 1;
 const us = (seconds: number) => seconds * 1e6;
 
-/** Collects trace events during a run. */
+/**
+ * Collects trace events during a run. Slices on one thread must nest, so transfers go on one
+ * thread per link direction: a link carries one transfer at a time, so its slices never overlap
+ * ("out +x" on the sender for the first link, "in -x" on the receiver for the last one).
+ */
 export class TraceRecorder {
   readonly events: TraceEvent[] = [];
+  readonly #topology: Topology;
+  readonly #named = new Set<number>();
 
   constructor(topology: Topology) {
+    this.#topology = topology;
     for (let id = 0; id < topology.coreCount; id++) {
       const { x, y, core } = topology.coreCoord(id);
       this.events.push(
@@ -55,7 +61,6 @@ export class TraceRecorder {
         },
         { name: "process_sort_index", ph: "M", pid: id, args: { sort_index: id } },
         { name: "thread_name", ph: "M", pid: id, tid: EXEC, args: { name: "exec" } },
-        { name: "thread_name", ph: "M", pid: id, tid: DMA, args: { name: "dma" } },
       );
     }
   }
@@ -81,18 +86,23 @@ export class TraceRecorder {
     });
   }
 
-  /** A transfer: the sender's DMA slice, the arrival slice at the receiver, and a flow arrow. */
+  /**
+   * A transfer: the sender's slice while its first link carries the bytes, the receiver's slice
+   * while they arrive over the last link, and a flow arrow between them.
+   */
   transfer(
     flow: number,
-    from: number,
-    to: number,
-    tag: Tag,
-    bytes: number,
+    message: { from: number; to: number; tag: Tag; bytes: number },
+    firstLink: number,
+    lastLink: number,
     injectStart: number,
     injectEnd: number,
     tailStart: number,
     arrival: number,
   ): void {
+    const { from, to, tag, bytes } = message;
+    const out = this.#thread(from, "out", firstLink);
+    const into = this.#thread(to, "in", lastLink);
     const args = { from, to, tag, bytes };
     this.events.push(
       {
@@ -102,10 +112,10 @@ export class TraceRecorder {
         ts: us(injectStart),
         dur: us(injectEnd - injectStart),
         pid: from,
-        tid: DMA,
+        tid: out,
         args,
       },
-      { name: "message", cat: "send", ph: "s", ts: us(injectStart), pid: from, tid: DMA, id: flow },
+      { name: "message", cat: "send", ph: "s", ts: us(injectStart), pid: from, tid: out, id: flow },
       {
         name: `arrive from ${from}`,
         cat: "recv",
@@ -113,7 +123,7 @@ export class TraceRecorder {
         ts: us(tailStart),
         dur: us(arrival - tailStart),
         pid: to,
-        tid: DMA,
+        tid: into,
         args,
       },
       {
@@ -123,7 +133,7 @@ export class TraceRecorder {
         bp: "e",
         ts: us(tailStart),
         pid: to,
-        tid: DMA,
+        tid: into,
         id: flow,
       },
     );
@@ -138,6 +148,24 @@ export class TraceRecorder {
       pid: core,
       args: { ...ledger.live },
     });
+  }
+
+  /** The thread id of a core's "out" or "in" track for a link's direction, named on first use. */
+  #thread(core: number, way: "out" | "in", link: number): number {
+    const direction = this.#topology.linkDirection(link);
+    const tid = (way === "out" ? 1 : 11) + ["+x", "-x", "+y", "-y", "on-chip"].indexOf(direction);
+    const key = core * 32 + tid;
+    if (!this.#named.has(key)) {
+      this.#named.add(key);
+      this.events.push({
+        name: "thread_name",
+        ph: "M",
+        pid: core,
+        tid,
+        args: { name: `${way} ${direction}` },
+      });
+    }
+    return tid;
   }
 }
 

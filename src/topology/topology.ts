@@ -63,7 +63,9 @@ export interface TopologyOptions {
   readonly name?: string;
 }
 
-const DIRECTIONS = ["+x", "-x", "+y", "-y"] as const;
+/** Link directions by index: the four ICI directions, then the on-chip path. */
+const DIRECTIONS = ["+x", "-x", "+y", "-y", "on-chip"] as const;
+const ON_CHIP = 4;
 /** Largest topology accepted: far above a pod, far below what would exhaust memory. */
 const MAX_CORES = 1 << 20;
 
@@ -105,6 +107,8 @@ export class Topology {
   readonly #iciLink: Int32Array;
   // chip * c * c + from * c + to -> on-chip link id (-1 on the diagonal).
   readonly #onChipLink: Int32Array;
+  // link id -> index into DIRECTIONS.
+  readonly #direction: Uint8Array;
 
   /** Builds a topology; prefer {@linkcode createTopology} and the named constructors. */
   constructor(options: TopologyOptions) {
@@ -134,12 +138,14 @@ export class Topology {
     this.#onChipLink = new Int32Array(this.chipCount * coresPerChip * coresPerChip).fill(-1);
     const bandwidth: number[] = [];
     const latency: number[] = [];
+    const direction: number[] = [];
     for (let chip = 0; chip < this.chipCount; chip++) {
       for (let d = 0; d < 4; d++) {
         if (this.#neighbourChip(chip, d) < 0) continue;
         this.#iciLink[chip * 4 + d] = bandwidth.length;
         bandwidth.push(hardware.iciLinkBandwidth);
         latency.push(hardware.iciLinkLatency);
+        direction.push(d);
       }
     }
     for (let chip = 0; chip < this.chipCount; chip++) {
@@ -149,12 +155,14 @@ export class Topology {
           this.#onChipLink[(chip * coresPerChip + a) * coresPerChip + b] = bandwidth.length;
           bandwidth.push(hardware.onChipBandwidth);
           latency.push(hardware.onChipLatency);
+          direction.push(ON_CHIP);
         }
       }
     }
     this.linkCount = bandwidth.length;
     this.linkBandwidth = Float64Array.from(bandwidth);
     this.linkLatency = Float64Array.from(latency);
+    this.#direction = Uint8Array.from(direction);
   }
 
   /** Coordinates of a core. Throws {@linkcode TopologyError} for an id outside the slice. */
@@ -193,6 +201,11 @@ export class Topology {
         `${what} ${id} does not exist in ${this.name} (cores 0..${this.coreCount - 1})`,
       );
     }
+  }
+
+  /** The direction of link `id` ("+x", "-x", "+y", "-y" or "on-chip"); ids are not checked. */
+  linkDirection(id: number): LinkDirection {
+    return DIRECTIONS[this.#direction[id]];
   }
 
   /** Describes link `id`: its kind, direction, endpoints, bandwidth and latency. */
