@@ -1,12 +1,12 @@
 /**
  * Compiles a flat xstate machine into a table-driven `ActorLogic`.
  *
- * Why: xstate's statechart interpreter costs ~4 us per event on the build machines (measured
+ * Why: xstate's statechart interpreter costs ~5 us per event on the build machines (measured
  * in bench/runtime_bench.ts), which caps a 2048-core simulation far below its target of
  * 500k message deliveries per second. A flat, guard-free machine is fully described by its
  * (state, event type) -> target table plus one pure context reducer, so the actor runs that
  * table instead: still an xstate actor (createActor, snapshots, subscriptions, inspection),
- * ~30x cheaper per event. The machine stays the specification: tests enumerate it with
+ * ~40-50x cheaper per event. The machine stays the specification: tests enumerate it with
  * `xstate/graph` and check that the compiled logic agrees with it on every state and event.
  *
  * @module

@@ -231,7 +231,8 @@ export const coreMachine = coreSetup.createMachine({
 
 /**
  * {@linkcode coreMachine} compiled to its transition table: the logic every simulated core
- * runs. Same states, events and context updates; about 30x cheaper per event.
+ * runs. Same states, events and context updates; about 40-50x cheaper per event
+ * (bench/runtime_bench.ts).
  *
  * @example
  * ```ts
