@@ -22,7 +22,13 @@
  * @module
  */
 
-export { PodsimError, ProgramError, RunLimitError, TopologyError } from "./src/errors.ts";
+export {
+  OptionsError,
+  PodsimError,
+  ProgramError,
+  RunLimitError,
+  TopologyError,
+} from "./src/errors.ts";
 
 export { type HardwareSpec, TPU_V3 } from "./src/topology/hardware.ts";
 export {
@@ -39,6 +45,7 @@ export {
   parseShape,
   ringTopology,
   type ShapeOptions,
+  type SliceName,
   sliceTopology,
   torusTopology,
   TPU_V3_SLICES,
@@ -79,7 +86,9 @@ export {
   type RunLimits,
   type RunOptions,
   runProgram,
+  type RunReport,
   type RunResult,
   type RunStatus,
+  type UnreceivedMessages,
 } from "./src/actors/runtime.ts";
 export { toChromeTraceJson, type TraceEvent } from "./src/actors/trace.ts";

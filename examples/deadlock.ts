@@ -24,7 +24,12 @@ then runs the fixed exchange (send first) and prints its simulated time.
   --slice NAME   TPU v3 slice to run on: v3-8 (default), v3-32, v3-128, v3-512, v3-2048
   --help         this text`;
 
-function main(args: string[]): number {
+/** Runs the example; returns the exit code. `print` and `fail` receive its output lines. */
+export function main(
+  args: string[],
+  print: (line: string) => void = console.log,
+  fail: (line: string) => void = console.error,
+): number {
   let values;
   try {
     ({ values } = parseArgs({
@@ -33,11 +38,11 @@ function main(args: string[]): number {
       strict: true,
     }));
   } catch (e) {
-    console.error(`${(e as Error).message}\n\n${USAGE}`);
+    fail(`${(e as Error).message}\n\n${USAGE}`);
     return 2;
   }
   if (values.help) {
-    console.log(USAGE);
+    print(USAGE);
     return 0;
   }
   let topology;
@@ -45,7 +50,7 @@ function main(args: string[]): number {
     topology = sliceTopology(values.slice);
   } catch (e) {
     if (!(e instanceof PodsimError)) throw e;
-    console.error(`${e.message}\n\n${USAGE}`);
+    fail(`${e.message}\n\n${USAGE}`);
     return 2;
   }
   const bytes = 4 * 2 ** 20;
@@ -61,18 +66,19 @@ function main(args: string[]): number {
     yield* core.recv((core.id + n - 1) % n, "block");
   };
 
-  console.log(`ring exchange of 4 MiB blocks on ${topology.name} (${topology.coreCount} cores)\n`);
+  print(`ring exchange of 4 MiB blocks on ${topology.name} (${topology.coreCount} cores)\n`);
   const broken = runProgram(topology, receiveFirst);
-  console.log(`receive first: ${broken.status}`);
-  if (broken.error) console.log(broken.error.message);
-  console.log(`core states: ${broken.cores.map((c) => `${c.id}=${c.state}`).join(" ")}\n`);
+  print(`receive first: ${broken.status}`);
+  if (broken.error) print(broken.error.message);
+  const states = Map.groupBy(broken.cores, (c) => c.state);
+  print(`core states: ${[...states].map(([s, cores]) => `${cores.length} ${s}`).join(", ")}\n`);
 
   const fixed = runProgram(topology, sendFirst);
-  console.log(
+  print(
     `send first: ${fixed.status} in ${(fixed.simulatedSeconds * 1e6).toFixed(2)} us simulated, ` +
       `${fixed.totals.messages} messages, ${fixed.totals.bytes} bytes`,
   );
   return 0;
 }
 
-Deno.exit(main(Deno.args));
+if (import.meta.main) Deno.exit(main(Deno.args));

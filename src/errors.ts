@@ -44,6 +44,22 @@ export class PodsimError extends Error {
 export class TopologyError extends PodsimError {}
 
 /**
+ * Options that cannot work: a memory budget of 0, a limit that is not positive, something that
+ * is not a topology where one is needed. Raised before anything runs.
+ *
+ * @example
+ * ```ts
+ * import { OptionsError, runProgram, sliceTopology } from "@podsim/podsim";
+ * try {
+ *   runProgram(sliceTopology("v3-8"), function* () {}, { memoryBudget: 0 });
+ * } catch (e) {
+ *   console.log(e instanceof OptionsError); // true
+ * }
+ * ```
+ */
+export class OptionsError extends PodsimError {}
+
+/**
  * A program asked for something impossible: a send to itself or to a core that does not exist,
  * negative FLOPs or bytes, freeing more than was allocated, an unknown memory category. The
  * message names the core, the simulated time and the operation.

@@ -45,11 +45,12 @@ test("the shortest way to each failure state passes through the state it must", 
   assert.deepEqual(route("done").slice(-2), ["idle", "done"]);
 });
 
-test("only a waiting core can become deadlocked, and only an idle one out of memory", () => {
+test("only a waiting core can deadlock; only an idle one can run out of memory or fail", () => {
   const { table } = readTransitionTable(coreMachine);
   for (const [state, row] of table) {
     assert.equal(row.get("DEADLOCK") === "deadlocked", state === "waiting", state);
     assert.equal(row.get("OUT_OF_MEMORY") === "out_of_memory", state === "idle", state);
+    assert.equal(row.get("FAIL") === "failed", state === "idle", state);
   }
 });
 
@@ -63,11 +64,34 @@ test("final states accept no event at all", () => {
   }
 });
 
-test("every simple path of the machine ends in a state it can stop in", () => {
-  // Ledger events make idle a self-loop, so simple paths are finite; each ends somewhere legal.
-  const paths = getSimplePaths(coreMachine, { events: EVENTS, input, serializeState });
-  assert.ok(paths.length >= CORE_STATES.length);
-  for (const p of paths) assert.ok(CORE_STATES.includes(p.state.value as never));
+test("from every state the machine can still reach a final state: it can always end", () => {
+  const { table, finals } = readTransitionTable(coreMachine);
+  for (const start of CORE_STATES) {
+    const seen = new Set<string>([start]);
+    const queue = [start as string];
+    while (queue.length > 0) {
+      for (const target of table.get(queue.shift()!)!.values()) {
+        if (seen.has(target)) continue;
+        seen.add(target);
+        queue.push(target);
+      }
+    }
+    assert.ok([...seen].some((s) => finals.has(s)), `${start} cannot reach a final state`);
+  }
+});
+
+test("every simple path from idle to a final state passes only through declared states", () => {
+  const paths = getSimplePaths(coreMachine, {
+    events: EVENTS,
+    input,
+    serializeState,
+    toState: (s) => isFinalCoreState(s.value as never),
+  });
+  const ends = new Set(paths.map((p) => p.state.value));
+  assert.deepEqual([...ends].sort(), ["deadlocked", "done", "failed", "out_of_memory"]);
+  for (const p of paths) {
+    for (const step of p.steps) assert.ok(CORE_STATES.includes(step.state.value as never));
+  }
 });
 
 test("the compiled logic agrees with the xstate machine on every state and event", () => {

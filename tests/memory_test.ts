@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { OutOfMemoryError, ProgramError, runProgram, sliceTopology, TPU_V3 } from "../mod.ts";
+import {
+  OptionsError,
+  OutOfMemoryError,
+  ProgramError,
+  runProgram,
+  sliceTopology,
+  TPU_V3,
+} from "../mod.ts";
 import { test } from "./_test.ts";
 
 const v3_8 = sliceTopology("v3-8");
@@ -44,8 +51,13 @@ test("an allocation over budget puts the core out of memory with its ledger", ()
   assert.match(result.error.message, /core 4 out of memory/);
   assert.match(result.error.message, /"attention scores" asked for 7\.00 GiB of activations/);
   assert.match(result.error.message, /weights\s+live\s+10\.00 GiB/);
-  assert.equal(result.cores[4].state, "out_of_memory");
-  assert.match(result.cores[4].reason!, /out of memory/);
+  // Cores run in id order at t=0: 0-3 finished, 4 failed, and the run stopped before 5-7 ran.
+  assert.deepEqual(result.cores.map((c) => c.state), [
+    ...Array(4).fill("done"),
+    "out_of_memory",
+    ...Array(3).fill("idle"),
+  ]);
+  assert.match(result.cores[4].reason!, /^core 4 out of memory/);
 });
 
 test("an allocation that fills the budget exactly fits", () => {
@@ -90,7 +102,9 @@ test("a budget of zero or less is refused before the run starts", () => {
           ran = true;
           yield* core.compute({ flops: 1 });
         }, { memoryBudget }),
-      (e: unknown) => e instanceof ProgramError && /memoryBudget/.test(e.message),
+      (e: unknown) =>
+        e instanceof OptionsError &&
+        e.message === `memoryBudget must be a positive number of bytes, got ${memoryBudget}`,
     );
     assert.equal(ran, false);
   }
@@ -102,6 +116,21 @@ test("an unknown memory category is a ProgramError", () => {
       runProgram(v3_8, function* (core) {
         yield* core.alloc(1, "cache" as never);
       }),
-    (e: unknown) => e instanceof ProgramError && /category "cache"/.test(e.message),
+    (e: unknown) =>
+      e instanceof ProgramError &&
+      e.message === 'core 0 at t=0s: alloc "cache" category "cache" is not one of weights, ' +
+          "activations, optimizer, gradients, temporaries, buffers",
+  );
+});
+
+test("byte counts of allocations must be whole numbers", () => {
+  assert.throws(
+    () =>
+      runProgram(v3_8, function* (core) {
+        yield* core.alloc(0.3, "buffers");
+      }),
+    (e: unknown) =>
+      e instanceof ProgramError &&
+      e.message === 'core 0 at t=0s: alloc "buffers" bytes must be a finite integer >= 0, got 0.3',
   );
 });

@@ -2,7 +2,9 @@ import assert from "node:assert/strict";
 import {
   type ActorInspectionEvent,
   createTopology,
+  expectCompleted,
   type Program,
+  ProgramError,
   ringTopology,
   runProgram,
   sliceTopology,
@@ -178,6 +180,29 @@ test("receives match on source and tag, and a number tag differs from its string
   assert.deepEqual(order, [2, 3, 1]);
 });
 
+test("a DataView, a Node Buffer and an ArrayBuffer are copied at the send too", () => {
+  let got: unknown[] = [];
+  runProgram(ringTopology(2), function* (core) {
+    if (core.id === 0) {
+      const view = new DataView(new ArrayBuffer(4));
+      const buffer = new Uint8Array(new ArrayBuffer(8), 4, 2); // a view into a larger buffer
+      const raw = new Uint8Array([7]).buffer;
+      view.setUint8(0, 1);
+      buffer.set([2, 3]);
+      for (const payload of [view, buffer, raw]) yield* core.send(1, payload);
+      view.setUint8(0, 99);
+      buffer.fill(99);
+      new Uint8Array(raw).fill(99);
+    } else {
+      const view = (yield* core.recv<DataView>(0)).payload;
+      const buffer = (yield* core.recv<Uint8Array>(0)).payload;
+      const raw = (yield* core.recv<ArrayBuffer>(0)).payload;
+      got = [view.getUint8(0), [...buffer], buffer.byteLength, new Uint8Array(raw)[0]];
+    }
+  });
+  assert.deepEqual(got, [1, [2, 3], 2, 7]);
+});
+
 test("a typed-array payload is copied at the send, as a DMA reads it", () => {
   let got: number[] = [];
   runProgram(ringTopology(2), function* (core) {
@@ -234,6 +259,85 @@ test("the trace has a process per core, compute slices, flows and memory counter
   assertClose(wait.ts! + wait.dur!, 1 + 1 + 1, "wait ends at arrival (us)");
   const counters = trace.filter((e) => e.ph === "C");
   assert.deepEqual(counters.map((e) => (e.args as { weights: number }).weights), [256, 256]);
+});
+
+test("messages nobody received are reported, and the run lasts until they arrived", () => {
+  const result = runProgram(ringTopology(2), function* (core) {
+    if (core.id === 0) yield* core.send(1, undefined, { bytes: 82e6, tag: "late" });
+  });
+  assert.equal(result.status, "completed");
+  assert.deepEqual(result.unreceived, [{ to: 1, from: 0, tag: "late", count: 1, bytes: 82e6 }]);
+  assertClose(result.simulatedSeconds, LAT + 1e-3, "run time includes the arrival");
+  assert.throws(
+    () => expectCompleted(result),
+    (e: unknown) =>
+      e instanceof ProgramError &&
+      e.message === 'messages were sent but never received: 1 from core 0 to core 1 tag "late"',
+  );
+});
+
+test("a short message is not held behind a long one booked earlier for later", () => {
+  // A line of 4 single-core chips: the 8 MiB message from the far end books link 2->3 for
+  // [2 us, 2 us + 102 us]; core 2's 4-byte message fits before it, whichever was sent first.
+  const line = createTopology({ chips: [4, 1], wrap: [false, false], coresPerChip: 1 });
+  const small = (first: "long" | "short") => {
+    let arrival = NaN;
+    runProgram(line, function* (core) {
+      if (core.id === (first === "long" ? 0 : 2)) {
+        yield* core.send(3, undefined, { bytes: first === "long" ? 8 * 2 ** 20 : 4, tag: first });
+      }
+      if (core.id === (first === "long" ? 2 : 0)) {
+        const tag = first === "long" ? "short" : "long";
+        yield* core.send(3, undefined, { bytes: tag === "long" ? 8 * 2 ** 20 : 4, tag });
+      }
+      if (core.id === 3) {
+        arrival = (yield* core.recv(2, "short")).arrivedAt;
+        yield* core.recv(0, "long");
+      }
+    });
+    return arrival;
+  };
+  assertClose(small("long"), LAT + 4 / BW, "short sent after the long one");
+  assertClose(small("short"), LAT + 4 / BW, "short sent before the long one");
+});
+
+test("messages between two cores arrive in the order they were sent", () => {
+  // With 1 ms hops, core 0's 1 ms message Y books link 2->3 for [2 ms, 3 ms]. Core 2's 3 ms
+  // message A cannot fit before it and goes at 3 ms; its later, tiny message B would fit in
+  // [0, 2 ms) and overtake A. The receiver must still get A first.
+  const hardware = { ...TPU_V3, iciLinkLatency: 1e-3 };
+  const line = createTopology({ chips: [4, 1], wrap: [false, false], coresPerChip: 1, hardware });
+  const got: [string, number][] = [];
+  runProgram(line, function* (core) {
+    if (core.id === 0) yield* core.send(3, undefined, { bytes: 82e6, tag: "y" });
+    if (core.id === 2) {
+      yield* core.send(3, new Uint8Array(246e6 / 1e3), { tag: "t", bytes: 246e6 });
+      yield* core.send(3, new Uint8Array(1), { tag: "t" });
+    }
+    if (core.id === 3) {
+      for (let i = 0; i < 2; i++) {
+        const msg = yield* core.recv<Uint8Array>(2, "t");
+        got.push([msg.payload.length === 1 ? "B" : "A", msg.arrivedAt]);
+      }
+      yield* core.recv(0, "y");
+    }
+  });
+  assert.deepEqual(got.map(([name]) => name), ["A", "B"]);
+  assertClose(got[0][1], 7e-3, "A: after Y on link 2->3, then one hop");
+  assertClose(got[1][1], 7e-3, "B: held back to A's arrival");
+});
+
+test("the two cores of a chip share its ICI links", () => {
+  const bytes = 82e6; // 1 ms on one link
+  const arrivals: number[] = [];
+  runProgram(sliceTopology("v3-8"), function* (core) {
+    if (core.id === 0 || core.id === 1) yield* core.send(core.id + 2, undefined, { bytes });
+    if (core.id === 2 || core.id === 3) {
+      arrivals[core.id - 2] = (yield* core.recv(core.id - 2)).arrivedAt;
+    }
+  });
+  assertClose(arrivals[0], LAT + 1e-3, "first");
+  assertClose(arrivals[1], LAT + 2e-3, "second waits for the chip's +x link");
 });
 
 test("trace slices on one thread never overlap, even with traffic in every direction", () => {

@@ -91,7 +91,7 @@ test("every name in TPU_V3_SLICES builds a slice whose core count is in its name
   const names = Object.keys(TPU_V3_SLICES);
   assert.deepEqual(names, ["v3-8", "v3-32", "v3-128", "v3-512", "v3-2048"]);
   for (const name of names) {
-    const [x, y, wrap] = TPU_V3_SLICES[name];
+    const [x, y, wrap] = TPU_V3_SLICES[name as keyof typeof TPU_V3_SLICES];
     const t = sliceTopology(name);
     assert.equal(t.name, name);
     assert.equal(t.coreCount, Number(name.slice(3)), name);
@@ -251,8 +251,8 @@ test("ICI links carry the hardware's ICI figures and on-chip links the on-chip f
   for (let id = 0; id < t.linkCount; id++) {
     const link = t.link(id);
     assert.equal(link.id, id);
-    assert.equal(t.linkBandwidth[id], link.bandwidth);
-    assert.equal(t.linkLatency[id], link.latency);
+    assert.equal(t.linkTables().bandwidth[id], link.bandwidth);
+    assert.equal(t.linkTables().latency[id], link.latency);
     if (link.kind === "ici") {
       ici++;
       assert.notEqual(link.direction, "on-chip");
@@ -287,9 +287,10 @@ test("v3-8 has 16 links: 8 ICI and 8 on-chip directions", () => {
 test("v3-2048 has 1024*4 ICI and 1024*2 on-chip links", () => {
   const pod = sliceTopology("v3-2048");
   assert.equal(pod.linkCount, 1024 * 4 + 1024 * 2);
-  assert.equal(pod.linkBandwidth.length, pod.linkCount);
-  assert.equal(pod.linkLatency.length, pod.linkCount);
-  const ici = pod.linkBandwidth.filter((b) => b === TPU_V3.iciLinkBandwidth).length;
+  const tables = pod.linkTables();
+  assert.equal(tables.bandwidth.length, pod.linkCount);
+  assert.equal(tables.latency.length, pod.linkCount);
+  const ici = tables.bandwidth.filter((b) => b === TPU_V3.iciLinkBandwidth).length;
   assert.equal(ici, 4096);
 });
 
@@ -308,7 +309,9 @@ test("a hardware override with 100 GB/s ICI links changes every ICI link's bandw
       createTopology({ chips: [3, 2], wrap: [true, true], hardware }),
     ]
   ) {
-    assert.equal(t.hardware, hardware);
+    assert.deepEqual(t.hardware, hardware);
+    assert.notEqual(t.hardware, hardware, "the topology keeps its own frozen copy");
+    assert.ok(Object.isFrozen(t.hardware));
     let ici = 0;
     for (let id = 0; id < t.linkCount; id++) {
       const link = t.link(id);

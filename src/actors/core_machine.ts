@@ -8,7 +8,7 @@
  *   idle ───────────▶ computing  idle ─────▶ sending  idle ─────▶ waiting ──DEADLOCK──▶ deadlocked
  *    ▲  ◀── RESUME ──┘            ▲ ◀─ RESUME ─┘       ▲ ◀─ RESUME ─┘
  *    ├─ ALLOC / FREE (ledger)      idle ─FINISH─▶ done    idle ─OUT_OF_MEMORY─▶ out_of_memory
- *    └─ any busy state ─FAIL─▶ failed (the program threw)
+ *    └─ idle ─FAIL─▶ failed (the program threw or asked for something impossible)
  * ```
  *
  * @module
@@ -61,8 +61,6 @@ export interface CoreContext {
   readonly clock: number;
   /** Memory by category against the HBM budget. */
   readonly ledger: MemoryLedger;
-  /** The label of what the core computes or flushes, "recv" while waiting, "" when idle. */
-  readonly activity: string;
   /** While waiting: the (source, tag) it waits on. */
   readonly waitingFor: WaitTarget | undefined;
   /** Why the core reached a failure state. */
@@ -98,7 +96,7 @@ export type CoreEvent =
 
 /** The context a new core starts with. */
 export function initialCoreContext(input: CoreInput): CoreContext {
-  return context(input.id, 0, emptyLedger(input.budget), "", undefined, undefined);
+  return context(input.id, 0, emptyLedger(input.budget), undefined, undefined);
 }
 
 // Every context is built by this one literal, so all contexts share one object shape: the
@@ -107,11 +105,10 @@ function context(
   id: number,
   clock: number,
   ledger: MemoryLedger,
-  activity: string,
   waitingFor: WaitTarget | undefined,
   reason: string | undefined,
 ): CoreContext {
-  return { id, clock, ledger, activity, waitingFor, reason };
+  return { id, clock, ledger, waitingFor, reason };
 }
 
 /**
@@ -122,25 +119,16 @@ export function applyCoreEvent(c: CoreContext, event: CoreEvent): CoreContext {
   switch (event.type) {
     case "COMPUTE":
     case "SEND_WAIT":
-      return context(c.id, event.at, c.ledger, event.label, undefined, c.reason);
-    case "RECV_WAIT":
-      return context(
-        c.id,
-        event.at,
-        c.ledger,
-        "recv",
-        { from: event.from, tag: event.tag },
-        c.reason,
-      );
     case "RESUME":
     case "FINISH":
-      return context(c.id, event.at, c.ledger, "", undefined, c.reason);
+      return context(c.id, event.at, c.ledger, undefined, c.reason);
+    case "RECV_WAIT":
+      return context(c.id, event.at, c.ledger, { from: event.from, tag: event.tag }, c.reason);
     case "ALLOC":
       return context(
         c.id,
         event.at,
         allocate(c.ledger, event.category, event.bytes),
-        c.activity,
         c.waitingFor,
         c.reason,
       );
@@ -149,14 +137,13 @@ export function applyCoreEvent(c: CoreContext, event: CoreEvent): CoreContext {
         c.id,
         event.at,
         release(c.ledger, event.category, event.bytes),
-        c.activity,
         c.waitingFor,
         c.reason,
       );
     case "OUT_OF_MEMORY":
     case "DEADLOCK":
     case "FAIL":
-      return context(c.id, event.at, c.ledger, c.activity, c.waitingFor, event.reason);
+      return context(c.id, event.at, c.ledger, c.waitingFor, event.reason);
   }
 }
 
@@ -203,23 +190,13 @@ export const coreMachine = coreSetup.createMachine({
         FAIL: { target: "failed", actions: record },
       },
     },
-    computing: {
-      on: {
-        RESUME: { target: "idle", actions: record },
-        FAIL: { target: "failed", actions: record },
-      },
-    },
-    sending: {
-      on: {
-        RESUME: { target: "idle", actions: record },
-        FAIL: { target: "failed", actions: record },
-      },
-    },
+    // A program only runs (and so can only throw) while its core is idle.
+    computing: { on: { RESUME: { target: "idle", actions: record } } },
+    sending: { on: { RESUME: { target: "idle", actions: record } } },
     waiting: {
       on: {
         RESUME: { target: "idle", actions: record },
         DEADLOCK: { target: "deadlocked", actions: record },
-        FAIL: { target: "failed", actions: record },
       },
     },
     done: { type: "final" },

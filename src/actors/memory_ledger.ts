@@ -16,7 +16,15 @@ export type MemoryCategory =
   | "temporaries"
   | "buffers";
 
-/** Every category, in report order. */
+/**
+ * Every memory category, in report order.
+ *
+ * @example
+ * ```ts
+ * import { MEMORY_CATEGORIES } from "@podsim/podsim";
+ * console.log(MEMORY_CATEGORIES.join(", ")); // weights, activations, optimizer, ...
+ * ```
+ */
 export const MEMORY_CATEGORIES: readonly MemoryCategory[] = Object.freeze([
   "weights",
   "activations",
@@ -97,7 +105,15 @@ export function release(
   };
 }
 
-/** Formats a byte count with a binary unit ("1.50 GiB"). */
+/**
+ * Formats a byte count with a binary unit.
+ *
+ * @example
+ * ```ts
+ * import { formatBytes } from "@podsim/podsim";
+ * console.log(formatBytes(1.5 * 2 ** 30)); // "1.50 GiB"
+ * ```
+ */
 export function formatBytes(bytes: number): string {
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];
   let v = bytes;

@@ -61,18 +61,44 @@ export interface Message<P = unknown> {
 /** What an operation asks for. */
 export type OperationKind = "compute" | "alloc" | "free" | "send" | "flush" | "recv";
 
+// Only this module can build operations: the constructor demands this token, so a program
+// cannot forge one (say through `op.constructor`) with arguments nobody checked.
+const ISSUE: unique symbol = Symbol("podsim operation");
+// Set in Operation's static block: the one way to read and clear an operation's issuer.
+let claim: (op: Operation) => ProgramHandle | undefined;
+
 /**
  * One request from a program to the runtime, used with `yield*`: it yields itself once, and
- * `yield*` evaluates to the runtime's answer (`R`). Only the core handle builds these (after
- * checking the arguments) and the runtime accepts nothing else, so a program cannot hand it an
- * unchecked request. Being its own iterator, an operation costs one small object instead of a
- * generator per call, and one class with every field keeps the runtime's dispatch monomorphic.
+ * `yield*` evaluates to the runtime's answer (`R`). Only the core handle builds these, after
+ * checking the arguments; the runtime accepts each one once, from the core whose handle built
+ * it. Being its own iterator, an operation costs one small object instead of a generator per
+ * call, and one class with every field keeps the runtime's dispatch monomorphic.
+ *
+ * @example
+ * ```ts
+ * import { runProgram, sliceTopology } from "@podsim/podsim";
+ * runProgram(sliceTopology("v3-8"), function* (core) {
+ *   const seconds = yield* core.compute({ flops: 61.5e9 }); // an Operation<number>
+ *   console.assert(seconds === 1e-3);
+ * });
+ * ```
  */
 export class Operation<R = unknown> implements IterableIterator<Operation, R, unknown> {
+  #issuer: ProgramHandle | undefined;
   #yielded = false;
 
-  /** Builds a request; used by the core handle only. */
+  static {
+    claim = (op) => {
+      const issuer = op.#issuer;
+      op.#issuer = undefined;
+      return issuer;
+    };
+  }
+
+  /** Builds a request; only the core handle can (it holds the token). */
   constructor(
+    token: typeof ISSUE,
+    issuer: ProgramHandle,
     /** What is asked. */
     readonly kind: OperationKind,
     /** send: destination core; recv: source core; otherwise -1. */
@@ -89,14 +115,22 @@ export class Operation<R = unknown> implements IterableIterator<Operation, R, un
     readonly label: string,
     /** compute: the number format. */
     readonly dtype: Dtype,
-    /** compute: fraction of peak, or 0 for the hardware default. */
+    /** compute: fraction of peak, or 0 for the hardware's default. */
     readonly efficiency: number,
     /** alloc / free: the memory category. */
     readonly category: MemoryCategory,
-  ) {}
+  ) {
+    if (token !== ISSUE) throw new ProgramError("operations are built by the core handle only");
+    this.#issuer = issuer;
+  }
 
-  /** `yield*` starts here. */
+  /** `yield*` starts here. An operation runs once: a second `yield*` would silently do nothing. */
   [Symbol.iterator](): this {
+    if (this.#yielded) {
+      throw new ProgramError(
+        `this ${this.kind} operation was already run; call the core handle again for another`,
+      );
+    }
     return this;
   }
 
@@ -106,6 +140,14 @@ export class Operation<R = unknown> implements IterableIterator<Operation, R, un
     this.#yielded = true;
     return { value: this, done: false };
   }
+}
+
+/**
+ * For the runtime: the handle that built `op`, or undefined when `op` is not an operation or
+ * was already taken. Taking it consumes it, so no operation runs twice.
+ */
+export function takeOperation(op: unknown): ProgramHandle | undefined {
+  return op instanceof Operation ? claim(op) : undefined;
 }
 
 /** A running program: yields operations, receives their results. */
@@ -159,32 +201,37 @@ export interface CoreHandle {
   recv<P = unknown>(from: number, tag?: Tag): Operation<Message<P>>;
 }
 
-/** Checks `v` is a finite number >= 0, naming the core and operation otherwise. */
+/** The prefix of every error a handle raises: the core and its simulated time. */
+function where(handle: CoreHandle): string {
+  return `core ${handle.id} at t=${handle.now()}s:`;
+}
+
+/** Checks `v` is a finite number >= 0 (an integer for byte counts). */
 function checkAmount(handle: CoreHandle, op: string, what: string, v: number): void {
-  if (typeof v !== "number" || !Number.isFinite(v) || v < 0) {
+  const integer = what === "bytes" && op !== "compute";
+  if (typeof v !== "number" || !Number.isFinite(v) || v < 0 || (integer && !Number.isInteger(v))) {
     throw new ProgramError(
-      `core ${handle.id} at t=${handle.now()}s: ${op} ${what} must be a finite number >= 0, got ${v}`,
+      `${where(handle)} ${op} ${what} must be a finite ${integer ? "integer" : "number"} >= 0, ` +
+        `got ${v}`,
     );
   }
 }
 
-/** Checks `to` names another core of the slice. */
+/** Checks `peer` names another core of the slice. */
 function checkPeer(handle: CoreHandle, op: string, peer: number): void {
   if (!Number.isInteger(peer) || peer < 0 || peer >= handle.coreCount) {
     throw new ProgramError(
-      `core ${handle.id} at t=${handle.now()}s: ${op} core ${peer} does not exist ` +
+      `${where(handle)} ${op} core ${peer} does not exist ` +
         `in ${handle.topology.name} (cores 0..${handle.coreCount - 1})`,
     );
   }
-  if (peer === handle.id) {
-    throw new ProgramError(`core ${handle.id} at t=${handle.now()}s: ${op} itself`);
-  }
+  if (peer === handle.id) throw new ProgramError(`${where(handle)} ${op} itself`);
 }
 
 function checkTag(handle: CoreHandle, op: string, tag: unknown): void {
-  if (typeof tag !== "string" && typeof tag !== "number") {
+  if (typeof tag !== "string" && !(typeof tag === "number" && Number.isFinite(tag))) {
     throw new ProgramError(
-      `core ${handle.id}: ${op} tag must be a string or number, got ${typeof tag}`,
+      `${where(handle)} ${op} tag must be a string or a finite number, got ${String(tag)}`,
     );
   }
 }
@@ -192,25 +239,31 @@ function checkTag(handle: CoreHandle, op: string, tag: unknown): void {
 function checkCategory(handle: CoreHandle, op: string, category: unknown): void {
   if (!isMemoryCategory(category)) {
     throw new ProgramError(
-      `core ${handle.id}: ${op} category "${String(category)}" is not one of weights, ` +
+      `${where(handle)} ${op} category "${String(category)}" is not one of weights, ` +
         `activations, optimizer, gradients, temporaries, buffers`,
     );
   }
 }
 
-/** Bytes of a typed-array payload, or undefined. */
+/** Bytes of an ArrayBuffer or a view on one, or undefined. */
 function payloadBytes(payload: unknown): number | undefined {
   if (payload instanceof ArrayBuffer) return payload.byteLength;
   return ArrayBuffer.isView(payload) ? payload.byteLength : undefined;
 }
 
-/** A copy of a typed-array payload (the DMA reads it at send time); others as they are. */
+/**
+ * A copy of an ArrayBuffer or view payload, as a DMA reads it at send time: the same element
+ * type over fresh memory (a Node Buffer arrives as a Uint8Array). Other payloads pass as they
+ * are and must not be changed after the send.
+ */
 function snapshotPayload(payload: unknown): unknown {
   if (payload instanceof ArrayBuffer) return payload.slice(0);
-  if (ArrayBuffer.isView(payload) && !(payload instanceof DataView)) {
-    return (payload as unknown as { slice(): unknown }).slice();
-  }
-  return payload;
+  if (!ArrayBuffer.isView(payload)) return payload;
+  const bytes = new Uint8Array(payload.buffer, payload.byteOffset, payload.byteLength).slice();
+  if (payload instanceof DataView) return new DataView(bytes.buffer);
+  const tag = (payload as unknown as { [Symbol.toStringTag]: string })[Symbol.toStringTag];
+  const View = (globalThis as unknown as Record<string, new (b: ArrayBuffer) => unknown>)[tag];
+  return new View(bytes.buffer);
 }
 
 /**
@@ -246,41 +299,28 @@ export class ProgramHandle implements CoreHandle {
     checkAmount(this, "compute", "bytes", bytes);
     const dtype = request.dtype ?? "bf16";
     if (dtype !== "bf16" && dtype !== "f32") {
-      throw new ProgramError(
-        `core ${this.id}: compute dtype must be "bf16" or "f32", got ${dtype}`,
-      );
+      throw new ProgramError(`${where(this)} compute dtype must be "bf16" or "f32", got ${dtype}`);
     }
-    const efficiency = request.efficiency;
-    if (efficiency !== undefined && !(efficiency > 0 && efficiency <= 1)) {
+    const efficiency = request.efficiency ?? 0;
+    if (request.efficiency !== undefined && !(efficiency > 0 && efficiency <= 1)) {
       throw new ProgramError(
-        `core ${this.id}: compute efficiency must be in (0, 1], got ${efficiency}`,
+        `${where(this)} compute efficiency must be in (0, 1], got ${request.efficiency}`,
       );
     }
     const label = request.label ?? "compute";
-    return new Operation(
-      "compute",
-      -1,
-      "",
-      undefined,
-      bytes,
-      flops,
-      label,
-      dtype,
-      efficiency ?? 0,
-      "temporaries",
-    );
+    return this.#op("compute", -1, "", undefined, bytes, flops, label, dtype, efficiency);
   }
 
   alloc(bytes: number, category: MemoryCategory, label: string = category): Operation<void> {
     checkAmount(this, `alloc "${label}"`, "bytes", bytes);
     checkCategory(this, `alloc "${label}"`, category);
-    return new Operation("alloc", -1, "", undefined, bytes, 0, label, "bf16", 0, category);
+    return this.#op("alloc", -1, "", undefined, bytes, 0, label, "bf16", 0, category);
   }
 
   free(bytes: number, category: MemoryCategory, label: string = category): Operation<void> {
     checkAmount(this, `free "${label}"`, "bytes", bytes);
     checkCategory(this, `free "${label}"`, category);
-    return new Operation("free", -1, "", undefined, bytes, 0, label, "bf16", 0, category);
+    return this.#op("free", -1, "", undefined, bytes, 0, label, "bf16", 0, category);
   }
 
   send(to: number, payload: unknown, options: SendOptions = {}): Operation<void> {
@@ -290,42 +330,48 @@ export class ProgramHandle implements CoreHandle {
     const bytes = options.bytes ?? payloadBytes(payload);
     if (bytes === undefined) {
       throw new ProgramError(
-        `core ${this.id}: send to core ${to} needs options.bytes (the payload is not a typed array)`,
+        `${where(this)} send to core ${to} needs options.bytes (the payload is not a typed array)`,
       );
     }
     checkAmount(this, `send to core ${to}`, "bytes", bytes);
-    return new Operation(
-      "send",
-      to,
-      tag,
-      snapshotPayload(payload),
-      bytes,
-      0,
-      "",
-      "bf16",
-      0,
-      "buffers",
-    );
+    return this.#op("send", to, tag, snapshotPayload(payload), bytes, 0, "", "bf16", 0);
   }
 
   flush(): Operation<void> {
-    return new Operation("flush", -1, "", undefined, 0, 0, "flush", "bf16", 0, "buffers");
+    return this.#op("flush", -1, "", undefined, 0, 0, "flush", "bf16", 0);
   }
 
   recv<P = unknown>(from: number, tag: Tag = ""): Operation<Message<P>> {
     checkPeer(this, "recv from", from);
     checkTag(this, "recv", tag);
-    return new Operation(
-      "recv",
-      from,
+    return this.#op("recv", from, tag, undefined, 0, 0, "", "bf16", 0);
+  }
+
+  #op<R>(
+    kind: OperationKind,
+    peer: number,
+    tag: Tag,
+    payload: unknown,
+    bytes: number,
+    flops: number,
+    label: string,
+    dtype: Dtype,
+    efficiency: number,
+    category: MemoryCategory = "buffers",
+  ): Operation<R> {
+    return new Operation<R>(
+      ISSUE,
+      this,
+      kind,
+      peer,
       tag,
-      undefined,
-      0,
-      0,
-      "",
-      "bf16",
-      0,
-      "buffers",
+      payload,
+      bytes,
+      flops,
+      label,
+      dtype,
+      efficiency,
+      category,
     );
   }
 }

@@ -4,21 +4,23 @@
  * core's program runs inline until it blocks (compute, a blocked receive, a flush), so no actor
  * ever sends to another synchronously and 2048 cores never nest calls.
  *
- * Link model: a message reserves each link of its dimension-ordered route in turn (cut-through:
- * the head moves on after the hop latency; the tail cannot leave a link before it arrived from
- * the previous one). Messages sharing a link direction queue behind each other in the order they
- * were sent, so contention shows up as later arrivals. An uncontended neighbour message arrives
- * after latency + bytes / bandwidth.
+ * Link model: a message books each link of its dimension-ordered route in turn, cut-through:
+ * its head moves on after the hop latency, and on each link it takes the earliest gap long
+ * enough for its bytes (see link_calendar.ts). Every link of a route has the same bandwidth
+ * (a route is all ICI or one on-chip hop), so the tail never outruns the head. An uncontended
+ * message arrives after hops x latency + bytes / bandwidth; messages from one core to another
+ * arrive in the order they were sent.
  *
  * @module
  */
 
 import { type AnyActorRef, createActor, fromTransition } from "../_xstate.ts";
-import { ProgramError, RunLimitError } from "../errors.ts";
-import type { Topology } from "../topology/topology.ts";
+import { OptionsError, ProgramError, RunLimitError } from "../errors.ts";
+import { Topology } from "../topology/topology.ts";
 import { type CoreActor, type CoreStateName, createCoreActor, type Tag } from "./core_machine.ts";
 import { DeadlockError, type WaitEdge } from "./deadlock.ts";
 import { EventQueue } from "./event_queue.ts";
+import { LinkCalendar } from "./link_calendar.ts";
 import { type BytesByCategory, fits, OutOfMemoryError } from "./memory_ledger.ts";
 import {
   type Message,
@@ -26,15 +28,35 @@ import {
   type Program,
   type ProgramGenerator,
   ProgramHandle,
+  takeOperation,
 } from "./program.ts";
 import { type TraceEvent, TraceRecorder } from "./trace.ts";
 
-/** Safety limits: a run that passes one ends with {@linkcode RunLimitError} instead of hanging. */
+/**
+ * Safety limits: a run that passes one ends with {@linkcode RunLimitError} instead of hanging
+ * or exhausting memory.
+ */
 export interface RunLimits {
-  /** Largest simulated time an event may have, seconds. Default 86,400 (one simulated day). */
+  /** Largest simulated time an event may have, seconds. Default 3600 (one simulated hour). */
   readonly maxSimulatedSeconds?: number;
-  /** Most operations all programs together may issue. Default 2e9. */
+  /** Most operations all programs together may issue. Default 5e8. */
   readonly maxOps?: number;
+  /** Most operations one core may issue without simulated time passing. Default 1e6. */
+  readonly maxOpsPerStep?: number;
+  /** Most messages in flight or delivered but not yet received, at once. Default 1e7. */
+  readonly maxPendingMessages?: number;
+}
+
+/** What xstate's inspection API reports (the fields podsim relies on; xstate sends more). */
+export interface ActorInspectionEvent {
+  /** "@xstate.actor", "@xstate.event", "@xstate.snapshot" or "@xstate.action". */
+  readonly type: string;
+  /** The actor concerned (a core actor's id is "core-N"). */
+  readonly actorRef?: unknown;
+  /** The event, for "@xstate.event" and "@xstate.snapshot". */
+  readonly event?: unknown;
+  /** The new snapshot, for "@xstate.snapshot". */
+  readonly snapshot?: unknown;
 }
 
 /** Options of {@linkcode runProgram}. */
@@ -51,24 +73,6 @@ export interface RunOptions {
    */
   readonly inspect?: (event: ActorInspectionEvent) => void;
 }
-
-/** What xstate's inspection API reports (the fields podsim relies on; xstate sends more). */
-export interface ActorInspectionEvent {
-  /** "@xstate.actor", "@xstate.event", "@xstate.snapshot" or "@xstate.action". */
-  readonly type: string;
-  /** The actor concerned (a core actor's id is "core-N"). */
-  readonly actorRef?: unknown;
-  /** The event, for "@xstate.event" and "@xstate.snapshot". */
-  readonly event?: unknown;
-  /** The new snapshot, for "@xstate.snapshot". */
-  readonly snapshot?: unknown;
-}
-
-/**
- * The pod: the root actor whose xstate system the core actors share (one inspection stream, no
- * per-core system). It holds no state of its own.
- */
-const podLogic = fromTransition((state: null) => state, null);
 
 /** How a run ended. */
 export type RunStatus = "completed" | "deadlocked" | "out_of_memory";
@@ -103,7 +107,7 @@ export interface CoreReport {
   readonly messagesReceived: number;
   /** Bytes delivered to this core. */
   readonly bytesReceived: number;
-  /** FLOPs computed. */
+  /** FLOPs of the computes that finished. */
   readonly flops: number;
   /** Simulated seconds spent computing. */
   readonly computeSeconds: number;
@@ -113,13 +117,23 @@ export interface CoreReport {
   readonly sendSeconds: number;
 }
 
-/** The outcome of a run. */
-export interface RunResult {
-  /** How the run ended. */
-  readonly status: RunStatus;
-  /** The deadlock or out-of-memory that ended the run, if any. */
-  readonly error?: DeadlockError | OutOfMemoryError;
-  /** Simulated time of the run: the last core's final clock, seconds. */
+/** Messages that arrived at a core but that its program never received, by channel. */
+export interface UnreceivedMessages {
+  /** The receiving core. */
+  readonly to: number;
+  /** The sending core. */
+  readonly from: number;
+  /** The tag they were sent with. */
+  readonly tag: Tag;
+  /** How many. */
+  readonly count: number;
+  /** Their bytes. */
+  readonly bytes: number;
+}
+
+/** What every run reports, whatever its status. */
+export interface RunReport {
+  /** Simulated time of the run: the last event or core clock, seconds. */
   readonly simulatedSeconds: number;
   /** Per-core reports, by id. */
   readonly cores: readonly CoreReport[];
@@ -131,9 +145,26 @@ export interface RunResult {
     readonly bytes: number;
     readonly flops: number;
   };
+  /** Messages delivered but never received (a program bug: nothing is dropped silently). */
+  readonly unreceived: readonly UnreceivedMessages[];
   /** Chrome trace events, when requested. */
   readonly trace?: readonly TraceEvent[];
 }
+
+/** The outcome of a run: its report, and how it ended (the error says why, if it failed). */
+export type RunResult =
+  & RunReport
+  & (
+    | { readonly status: "completed"; readonly error?: undefined }
+    | { readonly status: "deadlocked"; readonly error: DeadlockError }
+    | { readonly status: "out_of_memory"; readonly error: OutOfMemoryError }
+  );
+
+/**
+ * The pod: the root actor whose xstate system the core actors share (one inspection stream, no
+ * per-core system). It holds no state of its own.
+ */
+const podLogic = fromTransition((state: null) => state, null);
 
 /** A message in flight or in a mailbox. */
 class Envelope implements Message {
@@ -141,7 +172,8 @@ class Envelope implements Message {
     readonly from: number,
     readonly to: number,
     readonly tag: Tag,
-    readonly key: number,
+    /** The (source, tag) channel the receiver matches on. */
+    readonly channel: number,
     readonly payload: unknown,
     readonly bytes: number,
     readonly sentAt: number,
@@ -154,132 +186,166 @@ class Envelope implements Message {
 // of chasing them were a large share of a message delivery (bench/runtime_bench.ts).
 const BLOCKED_SINCE = 0;
 const SENDS_DONE_AT = 1;
-const WAIT_KEY = 2;
-const OPS = 3;
-const ACTOR_EVENTS = 4;
-const MESSAGES_SENT = 5;
-const BYTES_SENT = 6;
-const MESSAGES_RECEIVED = 7;
-const BYTES_RECEIVED = 8;
-const FLOPS = 9;
-const COMPUTE_SECONDS = 10;
-const WAIT_SECONDS = 11;
-const SEND_SECONDS = 12;
-const STRIDE = 13;
+const WAIT_CHANNEL = 2; // the channel a waiting core waits on; -1 when it does not wait
+const PENDING_FLOPS = 3;
+const OPS = 4;
+const ACTOR_EVENTS = 5;
+const MESSAGES_SENT = 6;
+const BYTES_SENT = 7;
+const MESSAGES_RECEIVED = 8;
+const BYTES_RECEIVED = 9;
+const FLOPS = 10;
+const COMPUTE_SECONDS = 11;
+const WAIT_SECONDS = 12;
+const SEND_SECONDS = 13;
+const STRIDE = 14;
 
 /** The runtime's view of one core: its actor, program and mailbox. */
 class CoreSlot {
   readonly actor: CoreActor;
   /** Row of this core in the runtime's number table. */
   readonly row: number;
+  readonly handle: ProgramHandle;
   gen!: ProgramGenerator;
-  /** Messages that arrived before their receive; created on first use. */
+  /** Messages that arrived before their receive, by channel; created on first use. */
   mailbox: Map<number, Envelope[]> | undefined = undefined;
-  waiting = false;
-  waitFrom = -1;
-  waitTag: Tag = "";
+  /** Latest arrival of this core's messages, by destination: keeps each pair in order. */
+  lastArrival: Map<number, number> | undefined = undefined;
   blockedOn: "compute" | "send" = "compute";
   blockLabel = "";
   resumeValue: unknown = undefined;
 
-  constructor(readonly id: number, budget: number, pod: AnyActorRef) {
+  constructor(readonly id: number, budget: number, pod: AnyActorRef, handle: ProgramHandle) {
     this.actor = createCoreActor(id, budget, pod);
     this.row = id * STRIDE;
-  }
-
-  get state(): CoreStateName {
-    return this.actor.getSnapshot().value;
+    this.handle = handle;
   }
 }
 
-/** Thrown inside the loop to end a run on an out-of-memory; caught by {@linkcode runProgram}. */
+/** Thrown inside the loop to end a run on an out-of-memory; caught by {@linkcode Runtime.run}. */
 class RunStopped {
   constructor(readonly error: OutOfMemoryError) {}
+}
+
+/** A short, never-throwing description of whatever a program yielded. */
+function describe(value: unknown): string {
+  if (value instanceof Operation) return `a ${value.kind} operation`;
+  if (value === undefined || value === null) return String(value);
+  try {
+    return typeof value === "object" && value !== null
+      ? `an object (${Object.keys(value).slice(0, 4).join(", ") || "no keys"})`
+      : `${typeof value} ${String(value)}`;
+  } catch {
+    return typeof value;
+  }
 }
 
 class Runtime {
   readonly #topology: Topology;
   readonly #slots: CoreSlot[] = [];
   readonly #queue = new EventQueue<CoreSlot | Envelope>();
-  readonly #linkFreeAt: Float64Array;
+  readonly #calendar: LinkCalendar;
+  readonly #bandwidth: Float64Array;
+  readonly #latency: Float64Array;
   readonly #route: Int32Array;
   readonly #num: Float64Array;
   readonly #trace: TraceRecorder | undefined;
   readonly #pod: AnyActorRef;
-  readonly #maxSeconds: number;
-  readonly #maxOps: number;
-  readonly #flopsRate: { bf16: number; f32: number };
+  readonly #limits: Required<RunLimits>;
+  readonly #peakFlops: number;
   readonly #hbmRate: number;
   // Tags are interned to small integers so a (source, tag) channel is one number:
   // tagIndex * coreCount + source. Number keys hash and compare far faster than strings.
   readonly #tagIndex = new Map<Tag, number>();
   #now = 0;
   #ops = 0;
+  #pending = 0;
   #flows = 0;
 
   constructor(topology: Topology, program: Program, options: RunOptions) {
+    if (!(topology instanceof Topology)) {
+      throw new OptionsError(
+        `runProgram needs a Topology (from sliceTopology, meshTopology, ...), got ${
+          describe(topology)
+        }`,
+      );
+    }
+    if (typeof program !== "function") {
+      throw new OptionsError(`program must be a generator function, got ${describe(program)}`);
+    }
     const hw = topology.hardware;
     const budget = options.memoryBudget ?? hw.hbmBytesPerCore;
     if (!(Number.isFinite(budget) && budget > 0)) {
-      throw new ProgramError(`memoryBudget must be a positive number of bytes, got ${budget}`);
+      throw new OptionsError(`memoryBudget must be a positive number of bytes, got ${budget}`);
     }
-    this.#maxSeconds = positiveLimit(
-      "maxSimulatedSeconds",
-      options.limits?.maxSimulatedSeconds,
-      86_400,
-    );
-    this.#maxOps = positiveLimit("maxOps", options.limits?.maxOps, 2e9);
-    if (typeof program !== "function") {
-      throw new ProgramError(`program must be a generator function, got ${typeof program}`);
+    if (options.inspect !== undefined && typeof options.inspect !== "function") {
+      throw new OptionsError(`inspect must be a function, got ${describe(options.inspect)}`);
     }
+    const limits = options.limits ?? {};
+    this.#limits = {
+      maxSimulatedSeconds: positiveLimit("maxSimulatedSeconds", limits.maxSimulatedSeconds, 3600),
+      maxOps: positiveLimit("maxOps", limits.maxOps, 5e8),
+      maxOpsPerStep: positiveLimit("maxOpsPerStep", limits.maxOpsPerStep, 1e6),
+      maxPendingMessages: positiveLimit("maxPendingMessages", limits.maxPendingMessages, 1e7),
+    };
     this.#topology = topology;
-    this.#linkFreeAt = new Float64Array(topology.linkCount);
+    ({ bandwidth: this.#bandwidth, latency: this.#latency } = topology.linkTables());
+    this.#calendar = new LinkCalendar(topology.linkCount);
     this.#route = new Int32Array(topology.chipsX + topology.chipsY + 1);
     this.#num = new Float64Array(topology.coreCount * STRIDE);
     this.#trace = options.trace ? new TraceRecorder(topology) : undefined;
-    const peak = hw.peakFlopsPerCore * hw.computeEfficiency;
-    this.#flopsRate = { bf16: peak, f32: peak * hw.f32FlopsFraction };
+    this.#peakFlops = hw.peakFlopsPerCore;
     this.#hbmRate = hw.hbmBandwidthPerCore * hw.hbmEfficiency;
     this.#pod = createActor(podLogic, { inspect: options.inspect }).start();
     const clock = () => this.#now;
     for (let id = 0; id < topology.coreCount; id++) {
-      const slot = new CoreSlot(id, budget, this.#pod);
-      const gen = program(new ProgramHandle(id, topology, clock));
-      if (!gen || typeof (gen as ProgramGenerator).next !== "function") {
-        throw new ProgramError(
-          "program must be a generator function (function*) returning a generator",
+      const slot = new CoreSlot(id, budget, this.#pod, new ProgramHandle(id, topology, clock));
+      this.#num[slot.row + WAIT_CHANNEL] = -1;
+      this.#slots.push(slot);
+      let gen: unknown;
+      try {
+        gen = program(slot.handle);
+      } catch (e) {
+        this.#fail(slot, e);
+      }
+      const iterator = gen as ProgramGenerator | undefined;
+      if (typeof iterator?.next !== "function" || Symbol.asyncIterator in iterator) {
+        this.#fail(
+          slot,
+          new ProgramError(
+            `core ${id} at t=0s: the program returned ${describe(gen)}; it must be a synchronous ` +
+              "generator function (function*)",
+          ),
         );
       }
-      slot.gen = gen;
-      this.#slots.push(slot);
+      slot.gen = gen as ProgramGenerator;
     }
   }
 
   run(): RunResult {
-    let error: DeadlockError | OutOfMemoryError | undefined;
     try {
       for (const slot of this.#slots) this.#step(slot, undefined);
       this.#loop();
-      error = this.#detectDeadlock();
+      const deadlock = this.#detectDeadlock();
+      return deadlock
+        ? { status: "deadlocked", error: deadlock, ...this.#report() }
+        : { status: "completed", ...this.#report() };
     } catch (e) {
       if (!(e instanceof RunStopped)) throw e;
-      error = e.error;
+      return { status: "out_of_memory", error: e.error, ...this.#report() };
+    } finally {
+      this.#pod.stop();
     }
-    const status: RunStatus = error instanceof OutOfMemoryError
-      ? "out_of_memory"
-      : error
-      ? "deadlocked"
-      : "completed";
-    return this.#result(status, error);
   }
 
   #loop(): void {
     const queue = this.#queue;
+    const maxSeconds = this.#limits.maxSimulatedSeconds;
     while (queue.size > 0) {
       const time = queue.peekTime();
-      if (time > this.#maxSeconds) {
+      if (time > maxSeconds) {
         throw new RunLimitError(
-          `simulated time passed the limit of ${this.#maxSeconds}s (next event at t=${time}s); ` +
+          `simulated time passed the limit of ${maxSeconds}s (next event at t=${time}s); ` +
             `raise limits.maxSimulatedSeconds if the program is meant to run that long`,
         );
       }
@@ -290,19 +356,17 @@ class Runtime {
     }
   }
 
-  /** A compute or flush finished: back to idle, and run the program on. */
+  /** A compute or flush finished: account for it, go back to idle, run the program on. */
   #resume(slot: CoreSlot): void {
     const now = this.#now;
-    if (slot.blockedOn === "send") {
-      this.#num[slot.row + SEND_SECONDS] += now - this.#num[slot.row + BLOCKED_SINCE];
+    const num = this.#num;
+    const since = num[slot.row + BLOCKED_SINCE];
+    if (slot.blockedOn === "send") num[slot.row + SEND_SECONDS] += now - since;
+    else {
+      num[slot.row + COMPUTE_SECONDS] += now - since;
+      num[slot.row + FLOPS] += num[slot.row + PENDING_FLOPS];
     }
-    this.#trace?.slice(
-      slot.id,
-      slot.blockedOn,
-      slot.blockLabel,
-      this.#num[slot.row + BLOCKED_SINCE],
-      now,
-    );
+    this.#trace?.slice(slot.id, slot.blockedOn, slot.blockLabel, since, now);
     this.#send(slot, { type: "RESUME", at: now });
     this.#step(slot, slot.resumeValue);
   }
@@ -310,30 +374,24 @@ class Runtime {
   /** A message's last byte arrived: wake its receiver if it waits for it, else mailbox it. */
   #deliver(msg: Envelope): void {
     const slot = this.#slots[msg.to];
-    this.#num[slot.row + MESSAGES_RECEIVED]++;
-    this.#num[slot.row + BYTES_RECEIVED] += msg.bytes;
-    if (slot.waiting && this.#num[slot.row + WAIT_KEY] === msg.key) {
+    const num = this.#num;
+    num[slot.row + MESSAGES_RECEIVED]++;
+    num[slot.row + BYTES_RECEIVED] += msg.bytes;
+    if (num[slot.row + WAIT_CHANNEL] === msg.channel) {
       const now = this.#now;
-      slot.waiting = false;
-      this.#num[slot.row + WAIT_SECONDS] += now - this.#num[slot.row + BLOCKED_SINCE];
-      this.#trace?.slice(
-        slot.id,
-        "wait",
-        `recv from ${msg.from}`,
-        this.#num[slot.row + BLOCKED_SINCE],
-        now,
-        {
-          tag: msg.tag,
-        },
-      );
+      const since = num[slot.row + BLOCKED_SINCE];
+      num[slot.row + WAIT_CHANNEL] = -1;
+      num[slot.row + WAIT_SECONDS] += now - since;
+      this.#pending--;
+      this.#trace?.slice(slot.id, "wait", `recv from ${msg.from}`, since, now, { tag: msg.tag });
       this.#send(slot, { type: "RESUME", at: now });
       this.#step(slot, msg);
       return;
     }
     const mailbox = slot.mailbox ??= new Map();
-    const queue = mailbox.get(msg.key);
+    const queue = mailbox.get(msg.channel);
     if (queue) queue.push(msg);
-    else mailbox.set(msg.key, [msg]);
+    else mailbox.set(msg.channel, [msg]);
   }
 
   #send(slot: CoreSlot, event: Parameters<CoreActor["send"]>[0]): void {
@@ -344,9 +402,12 @@ class Runtime {
   /** Runs a core's program from `input` until it blocks or ends. */
   #step(slot: CoreSlot, input: unknown): void {
     const now = this.#now;
+    const num = this.#num;
+    const row = slot.row;
     let value = input;
+    let steps = 0;
     for (;;) {
-      let next: IteratorResult<Operation, void>;
+      let next: IteratorResult<unknown, unknown>;
       try {
         next = slot.gen.next(value);
       } catch (e) {
@@ -356,97 +417,112 @@ class Runtime {
         this.#send(slot, { type: "FINISH", at: now });
         return;
       }
-      this.#num[slot.row + OPS]++;
-      if (++this.#ops > this.#maxOps) {
-        throw new RunLimitError(
-          `programs issued more than ${this.#maxOps} operations (core ${slot.id} at t=${now}s); ` +
-            `raise limits.maxOps if that is intended`,
-        );
-      }
       const op = next.value;
-      if (!(op instanceof Operation)) {
-        this.#fail(
-          slot,
-          new ProgramError(
-            `core ${slot.id} yielded ${JSON.stringify(op) ?? String(op)}, not an operation: ` +
-              "use yield* with the core handle's methods (yield* core.compute(...))",
-          ),
+      const issuer = takeOperation(op);
+      if (issuer !== slot.handle) this.#refuse(slot, op, issuer);
+      const { kind } = op as Operation;
+      num[row + OPS]++;
+      if (++this.#ops > this.#limits.maxOps) {
+        throw new RunLimitError(
+          `programs issued more than ${this.#limits.maxOps} operations (core ${slot.id} at ` +
+            `t=${now}s); raise limits.maxOps if that is intended`,
         );
       }
-      switch (op.kind) {
-        case "send":
-          this.#post(slot, op.peer, op.tag, op.payload, op.bytes);
+      if (++steps > this.#limits.maxOpsPerStep) {
+        throw new RunLimitError(
+          `core ${slot.id} issued more than ${this.#limits.maxOpsPerStep} operations at t=${now}s ` +
+            "without simulated time passing (a loop of sends or allocations that never waits?); " +
+            "raise limits.maxOpsPerStep if that is intended",
+        );
+      }
+      switch (kind) {
+        case "send": {
+          const { peer, tag, payload, bytes } = op as Operation;
+          this.#post(slot, peer, tag, payload, bytes);
           value = undefined;
           continue;
+        }
         case "recv": {
-          const key = this.#channel(op.peer, op.tag);
-          const queue = slot.mailbox?.get(key);
+          const { peer, tag } = op as Operation;
+          const channel = this.#channel(peer, tag);
+          const queue = slot.mailbox?.get(channel);
           if (queue !== undefined) {
             value = queue.shift();
-            if (queue.length === 0) slot.mailbox!.delete(key);
+            if (queue.length === 0) slot.mailbox!.delete(channel);
+            this.#pending--;
             continue;
           }
-          slot.waiting = true;
-          this.#num[slot.row + WAIT_KEY] = key;
-          slot.waitFrom = op.peer;
-          slot.waitTag = op.tag;
-          this.#num[slot.row + BLOCKED_SINCE] = now;
-          this.#send(slot, { type: "RECV_WAIT", at: now, from: op.peer, tag: op.tag });
+          num[row + WAIT_CHANNEL] = channel;
+          num[row + BLOCKED_SINCE] = now;
+          this.#send(slot, { type: "RECV_WAIT", at: now, from: peer, tag });
           return;
         }
         case "compute": {
-          // An op's own efficiency (0 = not given) replaces the hardware's default.
-          const flopsRate = op.efficiency === 0
-            ? this.#flopsRate[op.dtype]
-            : this.#flopsRate[op.dtype] / this.#topology.hardware.computeEfficiency * op.efficiency;
-          const seconds = Math.max(op.flops / flopsRate, op.bytes / this.#hbmRate);
-          this.#num[slot.row + FLOPS] += op.flops;
+          const { flops, bytes, dtype, efficiency, label } = op as Operation;
+          const hw = this.#topology.hardware;
+          const rate = this.#peakFlops * (dtype === "f32" ? hw.f32FlopsFraction : 1) *
+            (efficiency || hw.computeEfficiency);
+          const seconds = Math.max(flops / rate, bytes / this.#hbmRate);
           if (seconds === 0) {
+            num[row + FLOPS] += flops;
             value = 0;
             continue;
           }
-          this.#num[slot.row + COMPUTE_SECONDS] += seconds;
-          this.#block(slot, "compute", op.label, now + seconds, seconds);
-          this.#send(slot, { type: "COMPUTE", at: now, label: op.label });
+          num[row + PENDING_FLOPS] = flops;
+          this.#block(slot, "compute", label, now + seconds, seconds);
+          this.#send(slot, { type: "COMPUTE", at: now, label });
           return;
         }
         case "flush":
           value = undefined;
-          if (this.#num[slot.row + SENDS_DONE_AT] <= now) continue;
-          this.#block(slot, "send", "flush", this.#num[slot.row + SENDS_DONE_AT], undefined);
+          if (num[row + SENDS_DONE_AT] <= now) continue;
+          this.#block(slot, "send", "flush", num[row + SENDS_DONE_AT], undefined);
           this.#send(slot, { type: "SEND_WAIT", at: now, label: "flush" });
           return;
         case "alloc": {
+          const { bytes, category, label } = op as Operation;
           const ledger = slot.actor.getSnapshot().context.ledger;
-          if (!fits(ledger, op.bytes)) {
-            const request = { bytes: op.bytes, category: op.category, label: op.label };
-            const error = new OutOfMemoryError(slot.id, now, request, ledger);
+          if (!fits(ledger, bytes)) {
+            const error = new OutOfMemoryError(slot.id, now, { bytes, category, label }, ledger);
             this.#send(slot, { type: "OUT_OF_MEMORY", at: now, reason: error.message });
             throw new RunStopped(error);
           }
-          this.#send(slot, { type: "ALLOC", at: now, bytes: op.bytes, category: op.category });
+          this.#send(slot, { type: "ALLOC", at: now, bytes, category });
           this.#trace?.memory(slot.id, now, slot.actor.getSnapshot().context.ledger);
           value = undefined;
           continue;
         }
         case "free": {
-          const held = slot.actor.getSnapshot().context.ledger.live[op.category];
-          if (op.bytes > held) {
+          const { bytes, category, label } = op as Operation;
+          const held = slot.actor.getSnapshot().context.ledger.live[category];
+          if (bytes > held) {
             this.#fail(
               slot,
               new ProgramError(
-                `core ${slot.id} at t=${now}s: free "${op.label}" of ${op.bytes} bytes of ` +
-                  `${op.category}, but only ${held} are allocated`,
+                `core ${slot.id} at t=${now}s: free "${label}" of ${bytes} bytes of ` +
+                  `${category}, but only ${held} are allocated`,
               ),
             );
           }
-          this.#send(slot, { type: "FREE", at: now, bytes: op.bytes, category: op.category });
+          this.#send(slot, { type: "FREE", at: now, bytes, category });
           this.#trace?.memory(slot.id, now, slot.actor.getSnapshot().context.ledger);
           value = undefined;
           continue;
         }
       }
     }
+  }
+
+  /** A yielded value the runtime will not run: say why, naming the core. */
+  #refuse(slot: CoreSlot, op: unknown, issuer: ProgramHandle | undefined): never {
+    const why = !(op instanceof Operation)
+      ? `yielded ${describe(op)}, not an operation: use yield* with the core handle's ` +
+        "methods (yield* core.compute(...))"
+      : issuer === undefined
+      ? `yielded a ${op.kind} operation that already ran; call the core handle again for another`
+      : `yielded a ${op.kind} operation built by core ${issuer.id}'s handle` +
+        (this.#slots[issuer.id]?.handle === issuer ? "" : " in another run");
+    this.#fail(slot, new ProgramError(`core ${slot.id} at t=${this.#now}s: ${why}`));
   }
 
   #channel(from: number, tag: Tag): number {
@@ -455,13 +531,7 @@ class Runtime {
     return index * this.#topology.coreCount + from;
   }
 
-  #block(
-    slot: CoreSlot,
-    on: "compute" | "send",
-    label: string,
-    until: number,
-    value: unknown,
-  ): void {
+  #block(slot: CoreSlot, on: "compute" | "send", label: string, until: number, value: unknown) {
     slot.blockedOn = on;
     slot.blockLabel = label;
     this.#num[slot.row + BLOCKED_SINCE] = this.#now;
@@ -469,71 +539,65 @@ class Runtime {
     this.#queue.push(until, slot);
   }
 
-  /** Reserves the route's links and schedules the arrival. */
+  /** Books the route's links and schedules the arrival. */
   #post(slot: CoreSlot, to: number, tag: Tag, payload: unknown, bytes: number): void {
+    if (++this.#pending > this.#limits.maxPendingMessages) {
+      throw new RunLimitError(
+        `more than ${this.#limits.maxPendingMessages} messages are in flight or unreceived ` +
+          `(core ${slot.id} at t=${this.#now}s); raise limits.maxPendingMessages if intended`,
+      );
+    }
     const now = this.#now;
+    const num = this.#num;
     const route = this.#route;
     const hops = this.#topology.routeInto(slot.id, to, route);
-    const bandwidth = this.#topology.linkBandwidth;
-    const latency = this.#topology.linkLatency;
-    const freeAt = this.#linkFreeAt;
-    let head = now; // earliest time the head can enter the next link
-    let tail = now; // time the tail arrived at the current link's entry
+    let head = now; // when the head reaches the next link
     let start = now;
     let duration = 0;
-    let injectStart = now;
     let injectEnd = now;
+    let injectStart = now;
     for (let i = 0; i < hops; i++) {
       const link = route[i];
-      duration = bytes / bandwidth[link];
-      // Start when the head is here and the link is free, and not so early that this link
-      // would finish before the tail has arrived from the previous one.
-      start = Math.max(head, freeAt[link], tail - duration);
-      freeAt[link] = start + duration;
+      duration = bytes / this.#bandwidth[link];
+      start = this.#calendar.reserve(link, head, duration, now);
       if (i === 0) {
         injectStart = start;
         injectEnd = start + duration;
       }
-      head = start + latency[link];
-      tail = head + duration;
+      head = start + this.#latency[link];
     }
-    const arrival = tail;
-    if (injectEnd > this.#num[slot.row + SENDS_DONE_AT]) {
-      this.#num[slot.row + SENDS_DONE_AT] = injectEnd;
-    }
-    this.#num[slot.row + MESSAGES_SENT]++;
-    this.#num[slot.row + BYTES_SENT] += bytes;
-    const msg = new Envelope(
-      slot.id,
-      to,
-      tag,
-      this.#channel(slot.id, tag),
-      payload,
-      bytes,
-      now,
+    // A short message may find a gap a longer, earlier one could not: never let it overtake
+    // an earlier message between the same two cores (receivers match in send order).
+    const order = slot.lastArrival ??= new Map();
+    const arrival = Math.max(head + duration, order.get(to) ?? 0);
+    order.set(to, arrival);
+    if (order.size > 4096) { for (const [k, t] of order) if (t <= now) order.delete(k); }
+    if (injectEnd > num[slot.row + SENDS_DONE_AT]) num[slot.row + SENDS_DONE_AT] = injectEnd;
+    num[slot.row + MESSAGES_SENT]++;
+    num[slot.row + BYTES_SENT] += bytes;
+    const channel = this.#channel(slot.id, tag);
+    const msg = new Envelope(slot.id, to, tag, channel, payload, bytes, now, arrival);
+    this.#queue.push(arrival, msg);
+    this.#trace?.transfer(
+      this.#flows++,
+      msg,
+      route[0],
+      route[hops - 1],
+      injectStart,
+      injectEnd,
+      arrival - duration,
       arrival,
     );
-    this.#queue.push(arrival, msg);
-    if (this.#trace) {
-      this.#trace.transfer(
-        this.#flows++,
-        msg,
-        route[0],
-        route[hops - 1],
-        injectStart,
-        injectEnd,
-        arrival - duration,
-        arrival,
-      );
-    }
   }
 
   /** The program threw (or asked for something impossible): the core fails, the run stops. */
   #fail(slot: CoreSlot, cause: unknown): never {
-    const error = cause instanceof ProgramError ? cause : new ProgramError(
-      `core ${slot.id} program threw at t=${this.#now}s: ${
-        cause instanceof Error ? cause.message : String(cause)
-      }`,
+    // Errors raised for a core already name it; anything else is wrapped so that it does.
+    const named = cause instanceof ProgramError && cause.message.startsWith(`core ${slot.id} `);
+    const error = named ? cause : new ProgramError(
+      `core ${slot.id} at t=${this.#now}s: ${
+        cause instanceof ProgramError ? "" : "program threw: "
+      }${cause instanceof Error ? cause.message : describe(cause)}`,
       { cause },
     );
     this.#send(slot, { type: "FAIL", at: this.#now, reason: error.message });
@@ -544,18 +608,14 @@ class Runtime {
   #detectDeadlock(): DeadlockError | undefined {
     const waits: WaitEdge[] = [];
     for (const slot of this.#slots) {
-      if (!slot.waiting) continue;
-      const unreceived = [...(slot.mailbox?.values() ?? [])].map((q) => ({
-        from: q[0].from,
-        tag: q[0].tag,
-        count: q.length,
-      }));
+      if (this.#num[slot.row + WAIT_CHANNEL] < 0) continue;
+      const { from, tag } = slot.actor.getSnapshot().context.waitingFor!;
       waits.push({
         core: slot.id,
-        from: slot.waitFrom,
-        tag: slot.waitTag,
-        fromState: this.#slots[slot.waitFrom].state,
-        unreceived,
+        from,
+        tag,
+        fromState: this.#slots[from].actor.getSnapshot().value,
+        unreceived: this.#unreceived(slot).map(({ from, tag, count }) => ({ from, tag, count })),
       });
     }
     if (waits.length === 0) return undefined;
@@ -572,18 +632,29 @@ class Runtime {
     return error;
   }
 
-  #result(status: RunStatus, error: DeadlockError | OutOfMemoryError | undefined): RunResult {
-    let simulatedSeconds = 0;
-    const totals = { ops: 0, events: 0, messages: 0, bytes: 0, flops: 0 };
+  #unreceived(slot: CoreSlot): UnreceivedMessages[] {
+    return [...(slot.mailbox?.values() ?? [])].map((queue) => ({
+      to: slot.id,
+      from: queue[0].from,
+      tag: queue[0].tag,
+      count: queue.length,
+      bytes: queue.reduce((sum, m) => sum + m.bytes, 0),
+    }));
+  }
+
+  #report(): RunReport {
     const num = this.#num;
+    let simulatedSeconds = this.#now;
+    const totals = { ops: 0, events: 0, messages: 0, bytes: 0, flops: 0 };
     const cores = this.#slots.map((slot): CoreReport => {
       const { value, context } = slot.actor.getSnapshot();
+      const at = (field: number) => num[slot.row + field];
       simulatedSeconds = Math.max(simulatedSeconds, context.clock);
-      totals.ops += num[slot.row + OPS];
-      totals.events += num[slot.row + ACTOR_EVENTS];
-      totals.messages += num[slot.row + MESSAGES_SENT];
-      totals.bytes += num[slot.row + BYTES_SENT];
-      totals.flops += num[slot.row + FLOPS];
+      totals.ops += at(OPS);
+      totals.events += at(ACTOR_EVENTS);
+      totals.messages += at(MESSAGES_SENT);
+      totals.bytes += at(BYTES_SENT);
+      totals.flops += at(FLOPS);
       return {
         id: slot.id,
         state: value,
@@ -593,25 +664,23 @@ class Runtime {
         peakBytes: context.ledger.peak,
         peakTotalBytes: context.ledger.peakTotal,
         budgetBytes: context.ledger.budget,
-        ops: num[slot.row + OPS],
-        actorEvents: num[slot.row + ACTOR_EVENTS],
-        messagesSent: num[slot.row + MESSAGES_SENT],
-        bytesSent: num[slot.row + BYTES_SENT],
-        messagesReceived: num[slot.row + MESSAGES_RECEIVED],
-        bytesReceived: num[slot.row + BYTES_RECEIVED],
-        flops: num[slot.row + FLOPS],
-        computeSeconds: num[slot.row + COMPUTE_SECONDS],
-        waitSeconds: num[slot.row + WAIT_SECONDS],
-        sendSeconds: num[slot.row + SEND_SECONDS],
+        ops: at(OPS),
+        actorEvents: at(ACTOR_EVENTS),
+        messagesSent: at(MESSAGES_SENT),
+        bytesSent: at(BYTES_SENT),
+        messagesReceived: at(MESSAGES_RECEIVED),
+        bytesReceived: at(BYTES_RECEIVED),
+        flops: at(FLOPS),
+        computeSeconds: at(COMPUTE_SECONDS),
+        waitSeconds: at(WAIT_SECONDS),
+        sendSeconds: at(SEND_SECONDS),
       };
     });
-    this.#pod.stop();
     return {
-      status,
-      ...(error ? { error } : {}),
       simulatedSeconds,
       cores,
       totals,
+      unreceived: this.#slots.flatMap((slot) => this.#unreceived(slot)),
       ...(this.#trace ? { trace: this.#trace.events } : {}),
     };
   }
@@ -619,15 +688,17 @@ class Runtime {
 
 function positiveLimit(name: string, value: number | undefined, fallback: number): number {
   const v = value ?? fallback;
-  if (!(v > 0)) throw new ProgramError(`limits.${name} must be a positive number, got ${value}`);
+  if (!(v > 0)) throw new OptionsError(`limits.${name} must be a positive number, got ${value}`);
   return v;
 }
 
 /**
  * Runs an SPMD program on every core of a topology and returns what happened. A deadlock or
  * an out-of-memory is a result (`status`, `error`, each core's `state`), not an exception; bad
- * input and a program that throws raise {@linkcode ProgramError}; passing a limit raises
- * {@linkcode RunLimitError}.
+ * options raise {@linkcode OptionsError}, a program that throws or asks for something
+ * impossible raises {@linkcode ProgramError}, and passing a limit raises
+ * {@linkcode RunLimitError}. After a failed run the programs are abandoned: their `finally`
+ * blocks do not run.
  *
  * @example
  * ```ts
@@ -648,8 +719,9 @@ export function runProgram(
 }
 
 /**
- * Throws the run's error unless it completed: for callers that treat a deadlock or an
- * out-of-memory as a failure.
+ * Throws unless the run completed with every message received: the run's own error for a
+ * deadlock or an out-of-memory, a {@linkcode ProgramError} for unreceived messages. For callers
+ * that treat any of those as a failure.
  *
  * @example
  * ```ts
@@ -660,5 +732,12 @@ export function runProgram(
  */
 export function expectCompleted(result: RunResult): RunResult {
   if (result.error) throw result.error;
+  if (result.unreceived.length > 0) {
+    const listed = result.unreceived.slice(0, 8).map((u) =>
+      `${u.count} from core ${u.from} to core ${u.to} tag ${JSON.stringify(u.tag)}`
+    );
+    const more = result.unreceived.length > 8 ? `, and ${result.unreceived.length - 8} more` : "";
+    throw new ProgramError(`messages were sent but never received: ${listed.join(", ")}${more}`);
+  }
   return result;
 }

@@ -14,8 +14,9 @@ export interface HardwareSpec {
   /** Peak bf16 FLOP/s of one core. */
   readonly peakFlopsPerCore: number;
   /**
-   * Fraction of {@linkcode HardwareSpec.peakFlopsPerCore} that f32 matmuls reach (they run as
-   * several bf16 passes on the MXU). Used when an op says its dtype is f32.
+   * Fraction of {@linkcode HardwareSpec.peakFlopsPerCore} that f32 matmuls reach. The MXU
+   * multiplies bf16; XLA's default precision runs an f32 matmul as one bf16 pass (1), higher
+   * precisions as 3 or 6 passes (1/3, 1/6). Used when an op says its dtype is f32.
    */
   readonly f32FlopsFraction: number;
   /** HBM capacity of one core in bytes: the memory ledger's budget. */
@@ -28,8 +29,6 @@ export interface HardwareSpec {
   readonly computeEfficiency: number;
   /** Fraction of HBM bandwidth an op reaches by default (1 = the roofline). */
   readonly hbmEfficiency: number;
-  /** Inter-chip (ICI) links per chip: +x, -x, +y, -y on a 2D mesh or torus. */
-  readonly iciLinksPerChip: number;
   /** Bandwidth of one ICI link in one direction, bytes/s. Links are full duplex. */
   readonly iciLinkBandwidth: number;
   /** Latency of one ICI hop, seconds. */
@@ -66,7 +65,6 @@ export const TPU_V3: HardwareSpec = Object.freeze({
   hbmBandwidthPerCore: 450e9,
   computeEfficiency: 1,
   hbmEfficiency: 1,
-  iciLinksPerChip: 4,
   iciLinkBandwidth: 82e9,
   iciLinkLatency: 1e-6,
   onChipBandwidth: 450e9,
@@ -82,7 +80,6 @@ export const TPU_V3: HardwareSpec = Object.freeze({
     hbmBandwidthPerCore: "Cloud docs: 900 GB/s per chip, ~450 GB/s per core (derived).",
     computeEfficiency: "1 = roofline; lower it to model measured MXU utilisation.",
     hbmEfficiency: "1 = roofline; lower it to model measured HBM utilisation.",
-    iciLinksPerChip: "Cloud docs: 4 nearest-neighbour ICI links per chip (2D torus).",
     iciLinkBandwidth:
       "82 GB/s per direction (Jouppi et al., CACM 2020; 340 TB/s pod all-reduce / 4096 links). " +
       "A public scaling guide says 100 GB/s: override the field to use it.",

@@ -9,11 +9,21 @@ import { TopologyError } from "../errors.ts";
 import type { HardwareSpec } from "./hardware.ts";
 import { Topology } from "./topology.ts";
 
+/** The names of the Cloud TPU v3 slices, by core count. */
+export type SliceName = "v3-8" | "v3-32" | "v3-128" | "v3-512" | "v3-2048";
+
 /**
- * The Cloud TPU v3 slices by core count, as chips along x and y. Only the full pod has
- * wraparound links; smaller slices are meshes (no wraparound on either dimension).
+ * The Cloud TPU v3 slices by core count, as [chips along x, chips along y, wraparound]. Only
+ * the full pod has wraparound links; smaller slices are meshes.
+ *
+ * @example
+ * ```ts
+ * import { TPU_V3_SLICES } from "@podsim/podsim";
+ * console.log(Object.keys(TPU_V3_SLICES)); // [ "v3-8", "v3-32", "v3-128", "v3-512", "v3-2048" ]
+ * console.log(TPU_V3_SLICES["v3-2048"]); // [ 32, 32, true ]
+ * ```
  */
-export const TPU_V3_SLICES: Readonly<Record<string, readonly [number, number, boolean]>> = Object
+export const TPU_V3_SLICES: Readonly<Record<SliceName, readonly [number, number, boolean]>> = Object
   .freeze({
     "v3-8": Object.freeze([2, 2, false] as const),
     "v3-32": Object.freeze([4, 4, false] as const),
@@ -40,14 +50,21 @@ export interface ShapeOptions {
  * ```
  */
 export function sliceTopology(name: string, options: ShapeOptions = {}): Topology {
-  const shape = Object.hasOwn(TPU_V3_SLICES, name) ? TPU_V3_SLICES[name] : undefined;
+  const shape = Object.hasOwn(TPU_V3_SLICES, name) ? TPU_V3_SLICES[name as SliceName] : undefined;
   if (!shape) {
     throw new TopologyError(
       `unknown slice "${name}"; known slices: ${Object.keys(TPU_V3_SLICES).join(", ")}`,
     );
   }
   const [x, y, wrap] = shape;
-  return new Topology({ chips: [x, y], wrap: [wrap, wrap], name, hardware: options.hardware });
+  // A v3-N slice has N cores: two per chip, whatever the hardware spec's default.
+  return new Topology({
+    chips: [x, y],
+    wrap: [wrap, wrap],
+    coresPerChip: 2,
+    name,
+    hardware: options.hardware,
+  });
 }
 
 /**

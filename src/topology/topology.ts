@@ -51,8 +51,8 @@ export interface TopologyOptions {
   /** Chips along x and y. A ring of N is `[N, 1]`. */
   readonly chips: readonly [number, number];
   /**
-   * Wraparound links along x and y. Ignored on a dimension of size 1 (no link to make); on a
-   * dimension of size 2 it adds a second, parallel link in each direction (as the hardware has).
+   * Wraparound links along x and y. Ignored on a dimension of size 1 or 2, where the neighbours
+   * at both ends are already adjacent (a second, parallel link would never be routed over).
    */
   readonly wrap: readonly [boolean, boolean];
   /** Cores per chip; defaults to the hardware's (2 on TPU v3). */
@@ -87,7 +87,7 @@ export class Topology {
   readonly chipsX: number;
   /** Chips along y. */
   readonly chipsY: number;
-  /** Wraparound along x and y (false on a dimension of size 1). */
+  /** Wraparound along x and y (false on a dimension of size 1 or 2: nothing to wrap). */
   readonly wrap: readonly [boolean, boolean];
   /** Cores per chip. */
   readonly coresPerChip: number;
@@ -99,10 +99,9 @@ export class Topology {
   readonly coreCount: number;
   /** Number of link directions (ICI and on-chip). */
   readonly linkCount: number;
-  /** Bandwidth of each link, indexed by link id (bytes/s). */
-  readonly linkBandwidth: Float64Array;
-  /** Latency of each link, indexed by link id (seconds). */
-  readonly linkLatency: Float64Array;
+  // Bandwidth (bytes/s) and latency (s) of each link, by link id.
+  readonly #bandwidth: Float64Array;
+  readonly #latency: Float64Array;
   // chip * 4 + direction -> link id, or -1 where the grid has no neighbour.
   readonly #iciLink: Int32Array;
   // chip * c * c + from * c + to -> on-chip link id (-1 on the diagonal).
@@ -112,7 +111,8 @@ export class Topology {
 
   /** Builds a topology; prefer {@linkcode createTopology} and the named constructors. */
   constructor(options: TopologyOptions) {
-    const hardware = options.hardware ?? TPU_V3;
+    // A frozen copy: changing the caller's object later cannot change this topology.
+    const hardware = Object.freeze({ ...(options.hardware ?? TPU_V3) });
     const bad = validateHardware(hardware);
     if (bad) throw new TopologyError(bad);
     const [chipsX, chipsY] = options.chips;
@@ -127,7 +127,7 @@ export class Topology {
     }
     this.chipsX = chipsX;
     this.chipsY = chipsY;
-    this.wrap = [options.wrap[0] && chipsX > 1, options.wrap[1] && chipsY > 1];
+    this.wrap = Object.freeze([options.wrap[0] && chipsX > 2, options.wrap[1] && chipsY > 2]);
     this.coresPerChip = coresPerChip;
     this.hardware = hardware;
     this.chipCount = chipsX * chipsY;
@@ -160,8 +160,8 @@ export class Topology {
       }
     }
     this.linkCount = bandwidth.length;
-    this.linkBandwidth = Float64Array.from(bandwidth);
-    this.linkLatency = Float64Array.from(latency);
+    this.#bandwidth = Float64Array.from(bandwidth);
+    this.#latency = Float64Array.from(latency);
     this.#direction = Uint8Array.from(direction);
   }
 
@@ -203,19 +203,24 @@ export class Topology {
     }
   }
 
-  /** The direction of link `id` ("+x", "-x", "+y", "-y" or "on-chip"); ids are not checked. */
+  /** The direction of link `id`: "+x", "-x", "+y", "-y" or "on-chip". */
   linkDirection(id: number): LinkDirection {
+    this.#checkLink(id);
     return DIRECTIONS[this.#direction[id]];
+  }
+
+  /**
+   * Every link's bandwidth (bytes/s) and latency (s), indexed by link id: fresh copies, for a
+   * simulator's hot loop.
+   */
+  linkTables(): { bandwidth: Float64Array; latency: Float64Array } {
+    return { bandwidth: this.#bandwidth.slice(), latency: this.#latency.slice() };
   }
 
   /** Describes link `id`: its kind, direction, endpoints, bandwidth and latency. */
   link(id: number): Link {
-    if (!inRange(id, this.linkCount)) {
-      throw new TopologyError(
-        `link ${id} does not exist in ${this.name} (links 0..${this.linkCount - 1})`,
-      );
-    }
-    const common = { id, bandwidth: this.linkBandwidth[id], latency: this.linkLatency[id] };
+    this.#checkLink(id);
+    const common = { id, bandwidth: this.#bandwidth[id], latency: this.#latency[id] };
     const ici = this.#iciLink.indexOf(id);
     if (ici >= 0) {
       const chip = Math.floor(ici / 4);
@@ -293,6 +298,14 @@ export class Topology {
       y = d === 2 ? (y + 1) % this.chipsY : (y - 1 + this.chipsY) % this.chipsY;
     }
     return n;
+  }
+
+  #checkLink(id: number): void {
+    if (!inRange(id, this.linkCount)) {
+      throw new TopologyError(
+        `link ${id} does not exist in ${this.name} (links 0..${this.linkCount - 1})`,
+      );
+    }
   }
 
   #neighbourChip(chip: number, direction: number): number {
