@@ -9,11 +9,29 @@ import {
   runProgram,
   sliceTopology,
   TPU_V3,
+  type TraceEvent,
 } from "../mod.ts";
 import { test } from "./_test.ts";
 
 const LAT = TPU_V3.iciLinkLatency;
 const BW = TPU_V3.iciLinkBandwidth;
+
+/** Asserts no two slices on one trace thread overlap; returns the number of threads. */
+function assertSlicesNest(trace: readonly TraceEvent[]): number {
+  const byThread = new Map<string, { ts: number; end: number }[]>();
+  for (const e of trace) {
+    if (e.ph !== "X") continue;
+    const key = `${e.pid}/${e.tid}`;
+    byThread.set(key, [...(byThread.get(key) ?? []), { ts: e.ts!, end: e.ts! + e.dur! }]);
+  }
+  for (const [thread, slices] of byThread) {
+    slices.sort((a, b) => a.ts - b.ts);
+    for (let i = 1; i < slices.length; i++) {
+      assert.ok(slices[i].ts >= slices[i - 1].end - 1e-9, `overlap on ${thread}`);
+    }
+  }
+  return byThread.size;
+}
 
 function assertClose(actual: number, expected: number, what: string): void {
   assert.ok(
@@ -349,21 +367,22 @@ test("trace slices on one thread never overlap, even with traffic in every direc
     yield* core.compute({ flops: 1e9, label: "overlapped" });
     for (const step of [1, 2, 5, n - 1]) yield* core.recv((core.id + n - step) % n, step);
   }, { trace: true });
-  const byThread = new Map<string, { ts: number; end: number }[]>();
-  for (const e of result.trace!) {
-    if (e.ph !== "X") continue;
-    const key = `${e.pid}/${e.tid}`;
-    byThread.set(key, [...(byThread.get(key) ?? []), { ts: e.ts!, end: e.ts! + e.dur! }]);
-  }
-  assert.ok(byThread.size > 32 * 3);
-  for (const [thread, slices] of byThread) {
-    slices.sort((a, b) => a.ts - b.ts);
-    for (let i = 1; i < slices.length; i++) {
-      assert.ok(slices[i].ts >= slices[i - 1].end - 1e-9, `overlap on ${thread}`);
-    }
-  }
+  assert.ok(assertSlicesNest(result.trace!) > 32 * 3);
   const threadNames = result.trace!.filter((e) => e.name === "thread_name" && e.pid === 0);
   assert.ok(threadNames.some((e) => (e.args as { name: string }).name === "out +x"));
+});
+
+test("trace slices do not overlap on chips with four cores either", () => {
+  const quad = createTopology({ chips: [2, 1], wrap: [false, false], coresPerChip: 4 });
+  const result = runProgram(quad, function* (core) {
+    for (let to = 0; to < core.coreCount; to++) {
+      if (to !== core.id) yield* core.send(to, new Float32Array(1024), { tag: "all" });
+    }
+    for (let from = 0; from < core.coreCount; from++) {
+      if (from !== core.id) yield* core.recv(from, "all");
+    }
+  }, { trace: true });
+  assertSlicesNest(result.trace!);
 });
 
 test("a shift around all 2048 cores of a pod completes with one message per core", () => {

@@ -25,7 +25,7 @@ export interface TraceEvent {
   readonly dur?: number;
   /** Process id: the core id. */
   readonly pid: number;
-  /** Thread id: 0 = exec; 1-5 = outgoing per link direction; 11-15 = incoming. */
+  /** Thread id: 0 = exec; 1... = outgoing per link direction; 1001... = incoming. */
   readonly tid?: number;
   /** Flow id (s / f events). */
   readonly id?: number;
@@ -153,17 +153,20 @@ export class TraceRecorder {
   /** The thread id of a core's "out" or "in" track for a link's direction, named on first use. */
   #thread(core: number, way: "out" | "in", link: number): number {
     const direction = this.#topology.linkDirection(link);
-    const tid = (way === "out" ? 1 : 11) + ["+x", "-x", "+y", "-y", "on-chip"].indexOf(direction);
-    const key = core * 32 + tid;
+    // ICI: one thread per direction. On-chip: one per peer core (a chip may have several).
+    let lane = ["+x", "-x", "+y", "-y"].indexOf(direction);
+    let name = `${way} ${direction}`;
+    if (lane < 0) {
+      const [from, to] = this.#topology.link(link).cores!;
+      const peer = way === "out" ? to : from;
+      lane = 4 + peer;
+      name = `${way} on-chip ${way === "out" ? "to" : "from"} core ${peer} of the chip`;
+    }
+    const tid = (way === "out" ? 1 : 1001) + lane;
+    const key = core * 2048 + tid;
     if (!this.#named.has(key)) {
       this.#named.add(key);
-      this.events.push({
-        name: "thread_name",
-        ph: "M",
-        pid: core,
-        tid,
-        args: { name: `${way} ${direction}` },
-      });
+      this.events.push({ name: "thread_name", ph: "M", pid: core, tid, args: { name } });
     }
     return tid;
   }
