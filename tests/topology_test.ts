@@ -542,3 +542,12 @@ test("hardware with zero ICI bandwidth or zero HBM throws a TopologyError naming
     "coresPerChip",
   );
 });
+
+test("wraparound on a dimension of one or two chips adds no link", () => {
+  const ring2 = ringTopology(2);
+  assert.deepEqual(ring2.wrap, [false, false]);
+  assert.equal(ring2.linkCount, 2);
+  const torus2 = createTopology({ chips: [2, 2], wrap: [true, true], coresPerChip: 1 });
+  assert.equal(torus2.linkCount, sliceTopology("v3-8").linkCount - 4 * 2);
+  assert.deepEqual(createTopology({ chips: [3, 2], wrap: [true, true] }).wrap, [true, false]);
+});
