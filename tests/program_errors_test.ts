@@ -1,12 +1,14 @@
 import assert from "node:assert/strict";
 import {
   type CoreHandle,
+  createTopology,
   OptionsError,
   type Program,
   ProgramError,
   RunLimitError,
   runProgram,
   sliceTopology,
+  TPU_V3,
 } from "../mod.ts";
 import { test } from "./_test.ts";
 
@@ -166,7 +168,7 @@ test("a program that computes forever ends at the simulated-time limit", () => {
   );
 });
 
-test("a loop that never lets simulated time pass ends at the default per-step limit", () => {
+test("a loop that never lets simulated time pass ends at the default per-instant limit", () => {
   assert.throws(
     () =>
       runProgram(v3_8, function* (core) {
@@ -204,7 +206,30 @@ test("all programs together stop at the operation limit", () => {
 });
 
 test("limits that are not positive are refused", () => {
-  for (const limits of [{ maxOps: 0 }, { maxSimulatedSeconds: -1 }, { maxOpsPerStep: NaN }]) {
+  for (const limits of [{ maxOps: 0 }, { maxSimulatedSeconds: -1 }, { maxOpsPerInstant: NaN }]) {
     assert.throws(() => runProgram(v3_8, function* () {}, { limits }), OptionsError);
   }
+});
+
+test("a ping-pong of messages that take no time ends at the per-instant limit", () => {
+  const instant = createTopology({
+    chips: [2, 1],
+    wrap: [false, false],
+    coresPerChip: 1,
+    hardware: { ...TPU_V3, iciLinkLatency: 0 },
+  });
+  assert.throws(
+    () =>
+      runProgram(instant, function* (core) {
+        const peer = 1 - core.id;
+        if (core.id === 0) yield* core.send(peer, undefined, { bytes: 0 });
+        while (true) {
+          yield* core.recv(peer);
+          yield* core.send(peer, undefined, { bytes: 0 });
+        }
+      }, { limits: { maxOpsPerInstant: 1000 } }),
+    (e: unknown) =>
+      e instanceof RunLimitError &&
+      /^core \d issued more than 1000 operations at t=0s/.test(e.message),
+  );
 });

@@ -41,8 +41,8 @@ export interface RunLimits {
   readonly maxSimulatedSeconds?: number;
   /** Most operations all programs together may issue. Default 5e8. */
   readonly maxOps?: number;
-  /** Most operations one core may issue without simulated time passing. Default 1e6. */
-  readonly maxOpsPerStep?: number;
+  /** Most operations one core may issue at one simulated instant. Default 1e6. */
+  readonly maxOpsPerInstant?: number;
   /** Most messages in flight or delivered but not yet received, at once. Default 1e7. */
   readonly maxPendingMessages?: number;
 }
@@ -198,7 +198,9 @@ const FLOPS = 10;
 const COMPUTE_SECONDS = 11;
 const WAIT_SECONDS = 12;
 const SEND_SECONDS = 13;
-const STRIDE = 14;
+const INSTANT = 14; // the simulated time of the core's latest operation
+const OPS_AT_INSTANT = 15; // how many operations the core issued at that time
+const STRIDE = 16;
 
 /** The runtime's view of one core: its actor, program and mailbox. */
 class CoreSlot {
@@ -285,7 +287,7 @@ class Runtime {
     this.#limits = {
       maxSimulatedSeconds: positiveLimit("maxSimulatedSeconds", limits.maxSimulatedSeconds, 3600),
       maxOps: positiveLimit("maxOps", limits.maxOps, 5e8),
-      maxOpsPerStep: positiveLimit("maxOpsPerStep", limits.maxOpsPerStep, 1e6),
+      maxOpsPerInstant: positiveLimit("maxOpsPerInstant", limits.maxOpsPerInstant, 1e6),
       maxPendingMessages: positiveLimit("maxPendingMessages", limits.maxPendingMessages, 1e7),
     };
     this.#topology = topology;
@@ -405,7 +407,10 @@ class Runtime {
     const num = this.#num;
     const row = slot.row;
     let value = input;
-    let steps = 0;
+    if (num[row + INSTANT] !== now) {
+      num[row + INSTANT] = now;
+      num[row + OPS_AT_INSTANT] = 0;
+    }
     for (;;) {
       let next: IteratorResult<unknown, unknown>;
       try {
@@ -428,11 +433,11 @@ class Runtime {
             `t=${now}s); raise limits.maxOps if that is intended`,
         );
       }
-      if (++steps > this.#limits.maxOpsPerStep) {
+      if (++num[row + OPS_AT_INSTANT] > this.#limits.maxOpsPerInstant) {
         throw new RunLimitError(
-          `core ${slot.id} issued more than ${this.#limits.maxOpsPerStep} operations at t=${now}s ` +
-            "without simulated time passing (a loop of sends or allocations that never waits?); " +
-            "raise limits.maxOpsPerStep if that is intended",
+          `core ${slot.id} issued more than ${this.#limits.maxOpsPerInstant} operations at ` +
+            `t=${now}s without simulated time passing (a loop that never waits, or messages ` +
+            "that take no time?); raise limits.maxOpsPerInstant if that is intended",
         );
       }
       switch (kind) {
