@@ -79,8 +79,9 @@ export class OptionsError extends PodsimError {}
 export class ProgramError extends PodsimError {}
 
 /**
- * A run exceeded one of its limits (simulated seconds or operations): a program that never
- * finishes is reported instead of hanging.
+ * A run exceeded one of its limits (simulated seconds, operations in all or at one instant,
+ * messages in flight or unreceived): a program that never finishes is reported instead of
+ * hanging or exhausting memory.
  *
  * @example
  * ```ts

@@ -36,7 +36,7 @@ test("bookings never overlap and each starts as early as it can, as time moves o
         { maxLength: 80 },
       ),
       (requests) => {
-        const calendar = new LinkCalendar(1);
+        const calendar = new LinkCalendar(1, Infinity); // remembers every gap: exact
         const booked: [number, number][] = [];
         let now = 0;
         for (const [step, delay, duration] of requests) {
@@ -57,4 +57,42 @@ test("bookings never overlap and each starts as early as it can, as time moves o
     ),
     { numRuns: 300 },
   );
+});
+
+test("a link that remembers few gaps stays conservative: no overlaps, never too early", () => {
+  fc.assert(
+    fc.property(
+      fc.array(
+        fc.tuple(
+          fc.integer({ min: 0, max: 2 }),
+          fc.integer({ min: 0, max: 40 }),
+          fc.integer({ min: 1, max: 5 }),
+        ),
+        { maxLength: 120 },
+      ),
+      (requests) => {
+        const calendar = new LinkCalendar(1, 2);
+        const booked: [number, number][] = [];
+        let now = 0;
+        for (const [step, delay, duration] of requests) {
+          now += step;
+          const start = calendar.reserve(0, now + delay, duration, now);
+          assert.ok(start >= now + delay);
+          for (const [s, e] of booked) assert.ok(start + duration <= s || start >= e, "overlap");
+          booked.push([start, start + duration]);
+        }
+      },
+    ),
+    { numRuns: 300 },
+  );
+});
+
+test("a link remembers at most its cap of gaps, and forgets those that closed", () => {
+  const calendar = new LinkCalendar(1, 4);
+  // Bookings every 5 s leave a 4 s gap behind each one after the first.
+  for (let t = 0; t < 50; t += 5) calendar.reserve(0, t, 1, 0);
+  assert.equal(calendar.gaps(0), 4);
+  assert.equal(calendar.reserve(0, 2, 1, 0), 26, "gaps before 26 s were forgotten");
+  assert.equal(calendar.reserve(0, 100, 1, 100), 100);
+  assert.equal(calendar.gaps(0), 0);
 });

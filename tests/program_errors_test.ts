@@ -233,3 +233,41 @@ test("a ping-pong of messages that take no time ends at the per-instant limit", 
       /^core \d issued more than 1000 operations at t=0s/.test(e.message),
   );
 });
+
+test("a message received by a waiting core frees its place under the pending limit", () => {
+  const result = runProgram(v3_8, function* (core) {
+    if (core.id > 1) return;
+    const peer = 1 - core.id;
+    for (let i = 0; i < 500; i++) {
+      if (core.id === i % 2) yield* core.send(peer, undefined, { bytes: 64 });
+      else yield* core.recv(peer);
+    }
+  }, { limits: { maxPendingMessages: 1 } });
+  assert.equal(result.status, "completed");
+});
+
+test("messages drained from a mailbox free their places under the pending limit", () => {
+  const rounds = (limit: number) =>
+    runProgram(v3_8, function* (core) {
+      if (core.id > 1) return;
+      for (let round = 0; round < 50; round++) {
+        if (core.id === 0) {
+          for (let i = 0; i < 3; i++) yield* core.send(1, undefined, { bytes: 64, tag: round });
+          yield* core.recv(1, round);
+        } else {
+          yield* core.compute({ flops: 61.5e9 }); // the three land in the mailbox meanwhile
+          for (let i = 0; i < 3; i++) yield* core.recv(0, round);
+          yield* core.send(0, undefined, { bytes: 0, tag: round });
+        }
+      }
+    }, { limits: { maxPendingMessages: limit } });
+  assert.equal(rounds(3).status, "completed");
+  assert.throws(() => rounds(2), RunLimitError);
+});
+
+test("the per-instant operation count starts again whenever time moves on", () => {
+  const result = runProgram(v3_8, function* (core) {
+    for (let i = 0; i < 100; i++) yield* core.compute({ flops: 61.5e6 });
+  }, { limits: { maxOpsPerInstant: 10 } });
+  assert.equal(result.status, "completed");
+});

@@ -295,28 +295,25 @@ test("messages nobody received are reported, and the run lasts until they arrive
 });
 
 test("a short message is not held behind a long one booked earlier for later", () => {
-  // A line of 4 single-core chips: the 8 MiB message from the far end books link 2->3 for
-  // [2 us, 2 us + 102 us]; core 2's 4-byte message fits before it, whichever was sent first.
+  // A line of 4 single-core chips. The 8 MiB message from the far end books the last link for
+  // [2 us, 2 us + 102 us]; the 4-byte message from the neighbour fits before it, whether its
+  // sender runs before the long one's (receiver 0: senders 1 and 3) or after (receiver 3).
   const line = createTopology({ chips: [4, 1], wrap: [false, false], coresPerChip: 1 });
-  const small = (first: "long" | "short") => {
+  const shortArrival = (receiver: number, far: number, near: number) => {
     let arrival = NaN;
-    runProgram(line, function* (core) {
-      if (core.id === (first === "long" ? 0 : 2)) {
-        yield* core.send(3, undefined, { bytes: first === "long" ? 8 * 2 ** 20 : 4, tag: first });
+    const result = runProgram(line, function* (core) {
+      if (core.id === far) yield* core.send(receiver, undefined, { bytes: 8 * 2 ** 20 });
+      if (core.id === near) yield* core.send(receiver, undefined, { bytes: 4 });
+      if (core.id === receiver) {
+        arrival = (yield* core.recv(near)).arrivedAt;
+        yield* core.recv(far);
       }
-      if (core.id === (first === "long" ? 2 : 0)) {
-        const tag = first === "long" ? "short" : "long";
-        yield* core.send(3, undefined, { bytes: tag === "long" ? 8 * 2 ** 20 : 4, tag });
-      }
-      if (core.id === 3) {
-        arrival = (yield* core.recv(2, "short")).arrivedAt;
-        yield* core.recv(0, "long");
-      }
-    });
+    }, { trace: true });
+    assertSlicesNest(result.trace!);
     return arrival;
   };
-  assertClose(small("long"), LAT + 4 / BW, "short sent after the long one");
-  assertClose(small("short"), LAT + 4 / BW, "short sent before the long one");
+  assertClose(shortArrival(3, 0, 2), LAT + 4 / BW, "short sender runs after the long one's");
+  assertClose(shortArrival(0, 3, 1), LAT + 4 / BW, "short sender runs before the long one's");
 });
 
 test("messages between two cores arrive in the order they were sent", () => {
@@ -326,7 +323,7 @@ test("messages between two cores arrive in the order they were sent", () => {
   const hardware = { ...TPU_V3, iciLinkLatency: 1e-3 };
   const line = createTopology({ chips: [4, 1], wrap: [false, false], coresPerChip: 1, hardware });
   const got: [string, number][] = [];
-  runProgram(line, function* (core) {
+  const result = runProgram(line, function* (core) {
     if (core.id === 0) yield* core.send(3, undefined, { bytes: 82e6, tag: "y" });
     if (core.id === 2) {
       yield* core.send(3, new Uint8Array(246e6 / 1e3), { tag: "t", bytes: 246e6 });
@@ -339,10 +336,12 @@ test("messages between two cores arrive in the order they were sent", () => {
       }
       yield* core.recv(0, "y");
     }
-  });
+  }, { trace: true });
   assert.deepEqual(got.map(([name]) => name), ["A", "B"]);
   assertClose(got[0][1], 7e-3, "A: after Y on link 2->3, then one hop");
   assertClose(got[1][1], 7e-3, "B: held back to A's arrival");
+  // The trace shows B's bytes crossing the link when they did, before A's: slices still nest.
+  assertSlicesNest(result.trace!);
 });
 
 test("the two cores of a chip share its ICI links", () => {

@@ -64,7 +64,9 @@ export type OperationKind = "compute" | "alloc" | "free" | "send" | "flush" | "r
 // Only this module can build operations: the constructor demands this token, so a program
 // cannot forge one (say through `op.constructor`) with arguments nobody checked.
 const ISSUE: unique symbol = Symbol("podsim operation");
-// Set in Operation's static block: the one way to read and clear an operation's issuer.
+// Set in Operation's static block: the brand check (no Proxy trap can fool or throw from it),
+// and the one way to read and clear an operation's issuer.
+let isOperation: (value: unknown) => value is Operation;
 let claim: (op: Operation) => ProgramHandle | undefined;
 
 /**
@@ -88,6 +90,8 @@ export class Operation<R = unknown> implements IterableIterator<Operation, R, un
   #yielded = false;
 
   static {
+    isOperation = (value): value is Operation =>
+      typeof value === "object" && value !== null && #issuer in value;
     claim = (op) => {
       const issuer = op.#issuer;
       op.#issuer = undefined;
@@ -122,6 +126,8 @@ export class Operation<R = unknown> implements IterableIterator<Operation, R, un
   ) {
     if (token !== ISSUE) throw new ProgramError("operations are built by the core handle only");
     this.#issuer = issuer;
+    // The handle checked these fields; frozen, a program cannot change them before they run.
+    Object.freeze(this);
   }
 
   /** `yield*` starts here. An operation runs once: a second `yield*` would silently do nothing. */
@@ -147,7 +153,12 @@ export class Operation<R = unknown> implements IterableIterator<Operation, R, un
  * was already taken. Taking it consumes it, so no operation runs twice.
  */
 export function takeOperation(op: unknown): ProgramHandle | undefined {
-  return op instanceof Operation ? claim(op) : undefined;
+  return isOperation(op) ? claim(op) : undefined;
+}
+
+/** Whether `value` is an operation built by a core handle (a brand check, Proxy-safe). */
+export function isHandleOperation(value: unknown): value is Operation {
+  return isOperation(value);
 }
 
 /** A running program: yields operations, receives their results. */
@@ -252,11 +263,11 @@ function payloadBytes(payload: unknown): number | undefined {
 }
 
 /**
- * A copy of an ArrayBuffer or view payload, as a DMA reads it at send time: the same element
- * type over fresh memory (a Node Buffer arrives as a Uint8Array). Other payloads pass as they
- * are and must not be changed after the send.
+ * A copy of an ArrayBuffer or view payload, as a DMA reads it when the send runs: the same
+ * element type over fresh memory (a Node Buffer arrives as a Uint8Array). Other payloads pass
+ * as they are and must not be changed after the send.
  */
-function snapshotPayload(payload: unknown): unknown {
+export function snapshotPayload(payload: unknown): unknown {
   if (payload instanceof ArrayBuffer) return payload.slice(0);
   if (!ArrayBuffer.isView(payload)) return payload;
   const bytes = new Uint8Array(payload.buffer, payload.byteOffset, payload.byteLength).slice();
@@ -334,7 +345,7 @@ export class ProgramHandle implements CoreHandle {
       );
     }
     checkAmount(this, `send to core ${to}`, "bytes", bytes);
-    return this.#op("send", to, tag, snapshotPayload(payload), bytes, 0, "", "bf16", 0);
+    return this.#op("send", to, tag, payload, bytes, 0, "", "bf16", 0);
   }
 
   flush(): Operation<void> {

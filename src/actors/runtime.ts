@@ -23,11 +23,13 @@ import { EventQueue } from "./event_queue.ts";
 import { LinkCalendar } from "./link_calendar.ts";
 import { type BytesByCategory, fits, OutOfMemoryError } from "./memory_ledger.ts";
 import {
+  isHandleOperation,
   type Message,
-  Operation,
+  type Operation,
   type Program,
   type ProgramGenerator,
   ProgramHandle,
+  snapshotPayload,
   takeOperation,
 } from "./program.ts";
 import { type TraceEvent, TraceRecorder } from "./trace.ts";
@@ -231,10 +233,10 @@ class RunStopped {
 
 /** A short, never-throwing description of whatever a program yielded. */
 function describe(value: unknown): string {
-  if (value instanceof Operation) return `a ${value.kind} operation`;
+  if (isHandleOperation(value)) return `a ${value.kind} operation`;
   if (value === undefined || value === null) return String(value);
   try {
-    return typeof value === "object" && value !== null
+    return typeof value === "object"
       ? `an object (${Object.keys(value).slice(0, 4).join(", ") || "no keys"})`
       : `${typeof value} ${String(value)}`;
   } catch {
@@ -418,6 +420,9 @@ class Runtime {
       } catch (e) {
         this.#fail(slot, e);
       }
+      if (typeof next !== "object" || next === null) {
+        this.#fail(slot, new ProgramError(`the program's next() returned ${describe(next)}`));
+      }
       if (next.done) {
         this.#send(slot, { type: "FINISH", at: now });
         return;
@@ -455,6 +460,8 @@ class Runtime {
             value = queue.shift();
             if (queue.length === 0) slot.mailbox!.delete(channel);
             this.#pending--;
+            // Draining messages that already arrived is finite work: not a runaway loop.
+            num[row + OPS_AT_INSTANT]--;
             continue;
           }
           num[row + WAIT_CHANNEL] = channel;
@@ -520,7 +527,7 @@ class Runtime {
 
   /** A yielded value the runtime will not run: say why, naming the core. */
   #refuse(slot: CoreSlot, op: unknown, issuer: ProgramHandle | undefined): never {
-    const why = !(op instanceof Operation)
+    const why = !isHandleOperation(op)
       ? `yielded ${describe(op)}, not an operation: use yield* with the core handle's ` +
         "methods (yield* core.compute(...))"
       : issuer === undefined
@@ -572,16 +579,18 @@ class Runtime {
       head = start + this.#latency[link];
     }
     // A short message may find a gap a longer, earlier one could not: never let it overtake
-    // an earlier message between the same two cores (receivers match in send order).
+    // an earlier message between the same two cores (receivers match in send order). A message
+    // held back waits in the receiving chip's buffer; its bytes crossed the link at `landed`.
+    const landed = head + duration;
     const order = slot.lastArrival ??= new Map();
-    const arrival = Math.max(head + duration, order.get(to) ?? 0);
+    const arrival = Math.max(landed, order.get(to) ?? 0);
     order.set(to, arrival);
-    if (order.size > 4096) { for (const [k, t] of order) if (t <= now) order.delete(k); }
     if (injectEnd > num[slot.row + SENDS_DONE_AT]) num[slot.row + SENDS_DONE_AT] = injectEnd;
     num[slot.row + MESSAGES_SENT]++;
     num[slot.row + BYTES_SENT] += bytes;
     const channel = this.#channel(slot.id, tag);
-    const msg = new Envelope(slot.id, to, tag, channel, payload, bytes, now, arrival);
+    const data = snapshotPayload(payload);
+    const msg = new Envelope(slot.id, to, tag, channel, data, bytes, now, arrival);
     this.#queue.push(arrival, msg);
     this.#trace?.transfer(
       this.#flows++,
@@ -590,19 +599,20 @@ class Runtime {
       route[hops - 1],
       injectStart,
       injectEnd,
-      arrival - duration,
-      arrival,
+      landed - duration,
+      landed,
     );
   }
 
   /** The program threw (or asked for something impossible): the core fails, the run stops. */
   #fail(slot: CoreSlot, cause: unknown): never {
     // Errors raised for a core already name it; anything else is wrapped so that it does.
-    const named = cause instanceof ProgramError && cause.message.startsWith(`core ${slot.id} `);
+    const message = messageOf(cause);
+    const named = cause instanceof ProgramError && message.startsWith(`core ${slot.id} `);
     const error = named ? cause : new ProgramError(
       `core ${slot.id} at t=${this.#now}s: ${
         cause instanceof ProgramError ? "" : "program threw: "
-      }${cause instanceof Error ? cause.message : describe(cause)}`,
+      }${message}`,
       { cause },
     );
     this.#send(slot, { type: "FAIL", at: this.#now, reason: error.message });
@@ -688,6 +698,15 @@ class Runtime {
       unreceived: this.#slots.flatMap((slot) => this.#unreceived(slot)),
       ...(this.#trace ? { trace: this.#trace.events } : {}),
     };
+  }
+}
+
+/** An error's message, or a description of whatever was thrown; never throws itself. */
+function messageOf(thrown: unknown): string {
+  try {
+    return thrown instanceof Error ? String(thrown.message) : describe(thrown);
+  } catch {
+    return "(an error whose message cannot be read)";
   }
 }
 

@@ -108,6 +108,8 @@ export class Topology {
   readonly #onChipLink: Int32Array;
   // link id -> index into DIRECTIONS.
   readonly #direction: Uint8Array;
+  // link id -> its slot in #iciLink (chip * 4 + direction) or #onChipLink.
+  readonly #slot: Int32Array;
 
   /** Builds a topology; prefer {@linkcode createTopology} and the named constructors. */
   constructor(options: TopologyOptions) {
@@ -139,6 +141,7 @@ export class Topology {
     const bandwidth: number[] = [];
     const latency: number[] = [];
     const direction: number[] = [];
+    const slot: number[] = [];
     for (let chip = 0; chip < this.chipCount; chip++) {
       for (let d = 0; d < 4; d++) {
         if (this.#neighbourChip(chip, d) < 0) continue;
@@ -146,16 +149,19 @@ export class Topology {
         bandwidth.push(hardware.iciLinkBandwidth);
         latency.push(hardware.iciLinkLatency);
         direction.push(d);
+        slot.push(chip * 4 + d);
       }
     }
     for (let chip = 0; chip < this.chipCount; chip++) {
       for (let a = 0; a < coresPerChip; a++) {
         for (let b = 0; b < coresPerChip; b++) {
           if (a === b) continue;
-          this.#onChipLink[(chip * coresPerChip + a) * coresPerChip + b] = bandwidth.length;
+          const index = (chip * coresPerChip + a) * coresPerChip + b;
+          this.#onChipLink[index] = bandwidth.length;
           bandwidth.push(hardware.onChipBandwidth);
           latency.push(hardware.onChipLatency);
           direction.push(ON_CHIP);
+          slot.push(index);
         }
       }
     }
@@ -163,6 +169,7 @@ export class Topology {
     this.#bandwidth = Float64Array.from(bandwidth);
     this.#latency = Float64Array.from(latency);
     this.#direction = Uint8Array.from(direction);
+    this.#slot = Int32Array.from(slot);
   }
 
   /** Coordinates of a core. Throws {@linkcode TopologyError} for an id outside the slice. */
@@ -221,10 +228,9 @@ export class Topology {
   link(id: number): Link {
     this.#checkLink(id);
     const common = { id, bandwidth: this.#bandwidth[id], latency: this.#latency[id] };
-    const ici = this.#iciLink.indexOf(id);
-    if (ici >= 0) {
-      const chip = Math.floor(ici / 4);
-      const d = ici % 4;
+    if (this.#direction[id] !== ON_CHIP) {
+      const chip = Math.floor(this.#slot[id] / 4);
+      const d = this.#slot[id] % 4;
       return {
         ...common,
         kind: "ici",
@@ -233,7 +239,7 @@ export class Topology {
         toChip: this.#neighbourChip(chip, d),
       };
     }
-    const slot = this.#onChipLink.indexOf(id);
+    const slot = this.#slot[id];
     const c = this.coresPerChip;
     const chip = Math.floor(slot / (c * c));
     const cores = [Math.floor(slot / c) % c, slot % c] as const;
