@@ -11,7 +11,7 @@
 
 import { createActor } from "../src/_xstate.ts";
 import { coreLogic, coreMachine } from "../src/actors/core_machine.ts";
-import { type Program, runProgram, sliceTopology } from "../mod.ts";
+import { type Program, runProgram, sliceTopology, type Topology, torusTopology } from "../mod.ts";
 
 const pod = sliceTopology("v3-2048");
 const ROUNDS = 100;
@@ -60,15 +60,22 @@ const ringDeadlock: Program = function* (core) {
 
 // Measured runs only: the first WARMUP runs of each bench let the JIT settle.
 const WARMUP = 3;
-const seconds: Record<string, number[]> = { shift: [], halo: [], deadlock: [] };
+const seconds: Record<string, number[]> = {
+  shift: [],
+  halo: [],
+  deadlock: [],
+  shift64: [],
+  allToAll512: [],
+};
 function timed(
   kind: string,
   program: Program,
   expect: (status: string, messages: number) => boolean,
+  topology: Topology = pod,
 ) {
   return () => {
     const t0 = performance.now();
-    const result = runProgram(pod, program);
+    const result = runProgram(topology, program);
     seconds[kind].push((performance.now() - t0) / 1000);
     if (!expect(result.status, result.totals.messages)) {
       throw new Error(`${kind}: unexpected result`);
@@ -90,6 +97,35 @@ Deno.bench(
   "runtime: detect and report a 2048-core deadlock",
   options,
   timed("deadlock", ringDeadlock, (s) => s === "deadlocked"),
+);
+
+// The same deliveries on 64 cores: how much of the 2048-core cost is the larger working set.
+const ring64 = torusTopology(8, 8);
+const shift64: Program = function* (core) {
+  const n = core.coreCount;
+  for (let i = 0; i < DELIVERIES / n; i++) {
+    yield* core.send((core.id + 1) % n, undefined, { bytes: 1024, tag: i });
+    yield* core.recv((core.id + n - 1) % n, i);
+  }
+};
+Deno.bench(
+  `runtime: 8x8 torus neighbour shift, ${DELIVERIES} deliveries on 64 cores`,
+  options,
+  timed("shift64", shift64, (s, m) => s === "completed" && m === DELIVERIES, ring64),
+);
+
+// Direct all-to-all over multi-hop routes: the link calendar's heaviest case.
+const v3_512 = sliceTopology("v3-512");
+const ALL_TO_ALL = 512 * 511;
+const allToAll: Program = function* (core) {
+  const n = core.coreCount;
+  for (let d = 1; d < n; d++) yield* core.send((core.id + d) % n, undefined, { bytes: 65536 });
+  for (let d = 1; d < n; d++) yield* core.recv((core.id + n - d) % n);
+};
+Deno.bench(
+  `runtime: v3-512 direct all-to-all, 64 KiB to every core, ${ALL_TO_ALL} messages`,
+  { n: 4, warmup: 1 },
+  timed("allToAll512", allToAll, (s, m) => s === "completed" && m === ALL_TO_ALL, v3_512),
 );
 
 const machineActor = createActor(coreMachine, { input: { id: 0, budget: 1 } }).start();
@@ -136,15 +172,22 @@ globalThis.addEventListener("unload", () => {
   const gcNote = (globalThis as { gc?: unknown }).gc
     ? ""
     : " (run with --v8-flags=--expose-gc for a GC'd figure)";
-  for (const kind of ["shift", "halo"]) {
+  for (const [kind, cores] of [["shift", 2048], ["halo", 2048], ["shift64", 64]] as const) {
     if (seconds[kind].length > WARMUP) {
       const rate = DELIVERIES / median(seconds[kind]);
       const best = DELIVERIES / Math.min(...seconds[kind].slice(WARMUP));
       console.log(
-        `${kind}: ${rate.toFixed(0)} deliveries/s with 2048 core actors (median; best run ` +
+        `${kind}: ${rate.toFixed(0)} deliveries/s with ${cores} core actors (median; best run ` +
           `${best.toFixed(0)})`,
       );
     }
+  }
+  if (seconds.allToAll512.length > 1) {
+    const measured = seconds.allToAll512.slice(1).sort((a, b) => a - b);
+    const s = measured[measured.length >> 1];
+    console.log(
+      `v3-512 direct all-to-all: ${s.toFixed(2)} s, ${(ALL_TO_ALL / s).toFixed(0)} msg/s`,
+    );
   }
   if (seconds.deadlock.length > WARMUP) {
     const ms = median(seconds.deadlock) * 1000;

@@ -30,7 +30,17 @@ const input = { id: 0, budget: 1024 };
 // States are told apart by value only: the context (clock, ledger) would make the graph infinite.
 const serializeState = (s: { value: unknown }) => String(s.value);
 
-test("the core machine reaches every state, and only the declared ones", () => {
+test("the core machine has the eight states of the design and reaches every one", () => {
+  assert.deepEqual([...CORE_STATES].sort(), [
+    "computing",
+    "deadlocked",
+    "done",
+    "failed",
+    "idle",
+    "out_of_memory",
+    "sending",
+    "waiting",
+  ]);
   const paths = getShortestPaths(coreMachine, { events: EVENTS, input, serializeState });
   const reached = new Set(paths.map((p) => p.state.value as string));
   assert.deepEqual([...reached].sort(), [...CORE_STATES].sort());
@@ -80,7 +90,7 @@ test("from every state the machine can still reach a final state: it can always 
   }
 });
 
-test("every simple path from idle to a final state passes only through declared states", () => {
+test("simple paths from idle reach each of the four final states", () => {
   const paths = getSimplePaths(coreMachine, {
     events: EVENTS,
     input,
@@ -89,9 +99,6 @@ test("every simple path from idle to a final state passes only through declared 
   });
   const ends = new Set(paths.map((p) => p.state.value));
   assert.deepEqual([...ends].sort(), ["deadlocked", "done", "failed", "out_of_memory"]);
-  for (const p of paths) {
-    for (const step of p.steps) assert.ok(CORE_STATES.includes(step.state.value as never));
-  }
 });
 
 test("the compiled logic agrees with the xstate machine on every state and event", () => {

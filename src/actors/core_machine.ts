@@ -22,7 +22,11 @@ import {
   createActor,
   setup,
 } from "../_xstate.ts";
-import { type CompiledSnapshot, compileFlatMachine } from "./compiled_machine.ts";
+import {
+  type CompiledSnapshot,
+  compileFlatMachine,
+  readTransitionTable,
+} from "./compiled_machine.ts";
 import {
   allocate,
   emptyLedger,
@@ -251,8 +255,8 @@ export function createCoreActor(id: number, budget: number, parent?: AnyActorRef
 }
 
 /**
- * Every state of a core, in the order of the diagram above. The machine itself
- * ({@linkcode coreMachine}) is internal; its states are public.
+ * Every state of a core, read from the machine (which itself is internal): idle, computing,
+ * sending, waiting, done, out_of_memory, deadlocked, failed.
  *
  * @example
  * ```ts
@@ -260,16 +264,12 @@ export function createCoreActor(id: number, budget: number, parent?: AnyActorRef
  * console.log(CORE_STATES.includes("deadlocked")); // true
  * ```
  */
-export const CORE_STATES: readonly CoreStateName[] = Object.freeze([
-  "idle",
-  "computing",
-  "sending",
-  "waiting",
-  "done",
-  "out_of_memory",
-  "deadlocked",
-  "failed",
-]);
+export const CORE_STATES: readonly CoreStateName[] = Object.freeze(
+  Object.keys(coreMachine.root.states) as CoreStateName[],
+);
+
+// The machine's final states, read from the machine rather than listed again.
+const FINAL_STATES = readTransitionTable(coreMachine).finals;
 
 /**
  * True for the states a core never leaves: done, out_of_memory, deadlocked, failed.
@@ -281,6 +281,5 @@ export const CORE_STATES: readonly CoreStateName[] = Object.freeze([
  * ```
  */
 export function isFinalCoreState(state: CoreStateName): boolean {
-  return state === "done" || state === "out_of_memory" || state === "deadlocked" ||
-    state === "failed";
+  return FINAL_STATES.has(state);
 }
