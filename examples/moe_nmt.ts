@@ -51,7 +51,8 @@ import {
 import { corpusBleu } from "../src/data/bleu.ts";
 import type { GroupRoute } from "../src/moe/gate.ts";
 import type { GateObserver } from "../src/moe/gate_ops.ts";
-import { buildTransformer, type TransformerGraph } from "../src/moe/transformer.ts";
+import { stepBreakdown } from "../src/moe/step_breakdown.ts";
+import { buildTransformer } from "../src/moe/transformer.ts";
 import { number, oneOf, UsageError } from "./_cli.ts";
 
 /** Everything a run is configured by. */
@@ -393,83 +394,6 @@ export function initParams(params: readonly Node[], dModel: number, seed: number
 }
 
 // ---------------------------------------------------------------------------------------------
-// Step time by op class.
-
-/** The op classes of the step-time breakdown, in report order. */
-export const OP_CLASSES = [
-  "attention",
-  "FFN",
-  "gate",
-  "dispatch AllToAll",
-  "expert FFN",
-  "combine AllToAll",
-  "AllToAll (backward)",
-  "gradient AllReduce",
-  "embedding, norms, loss",
-  "optimizer",
-] as const;
-
-/** One of {@linkcode OP_CLASSES}. */
-export type OpClass = typeof OP_CLASSES[number];
-
-/** Classifies every node of the model (forward and backward) into an op class. */
-export function classifyNodes(
-  model: TransformerGraph,
-  plan: { steps: readonly { node: Node; collectives: readonly { kind: string }[] }[] },
-): Map<Node, OpClass> {
-  const cls = new Map<Node, OpClass>();
-  const phaseClass: Record<string, OpClass> = {
-    gate: "gate",
-    dispatch: "dispatch AllToAll",
-    "expert FFN": "expert FFN",
-    combine: "combine AllToAll",
-  };
-  for (const [phase, nodes] of Object.entries(model.phases)) {
-    for (const n of nodes) cls.set(n, phaseClass[phase] ?? "gate");
-  }
-  const paramClass = (p: Node): OpClass => {
-    const n = p.name;
-    if (/_(self|cross)_/.test(n)) return "attention";
-    if (/_ffn_wg$/.test(n)) return "gate";
-    if (/_ffn_/.test(n)) {
-      return model.phases.gate.length > 0 && /_ffn_w[io]$/.test(n) && p.rank === 3
-        ? "expert FFN"
-        : "FFN";
-    }
-    return "embedding, norms, loss";
-  };
-  const lastForward = model.loss.id;
-  const collectives = new Map(plan.steps.map((s) => [s.node, s.collectives]));
-  for (const n of model.graph.nodes) {
-    if (cls.has(n)) continue;
-    const kinds = (collectives.get(n) ?? []).map((c) => c.kind);
-    const backward = n.id > lastForward;
-    if (backward && kinds.includes("all-to-all")) {
-      cls.set(n, "AllToAll (backward)");
-      continue;
-    }
-    if (backward && kinds.includes("all-reduce")) {
-      cls.set(n, "gradient AllReduce");
-      continue;
-    }
-    const params = n.inputs.filter((x) =>
-      (x.attrs as { source?: string } | null)?.source === "param"
-    );
-    if (n.op.kind === "param" || n.op.kind === "input") continue;
-    if (params.length > 0) {
-      cls.set(n, paramClass(params[0]));
-      continue;
-    }
-    const from = backward ? n.inputs.filter((x) => x.id <= lastForward) : [];
-    const pool = from.length > 0 ? from : n.inputs;
-    let best: Node | undefined;
-    for (const x of pool) if (cls.has(x) && (!best || x.id > best.id)) best = x;
-    cls.set(n, best ? cls.get(best)! : "embedding, norms, loss");
-  }
-  return cls;
-}
-
-// ---------------------------------------------------------------------------------------------
 // The run.
 
 /** The final report (also the `--json` object). */
@@ -572,7 +496,6 @@ export function runNmt(
   const grads = model.grads!;
   const outputs = [model.loss, model.nll, ...(model.aux ? [model.aux] : []), ...grads];
   const plan = partition(model.graph, topology, { outputs });
-  const classes = classifyNodes(model, plan);
   let params = initParams(model.params, config.dModel, config.seed);
   const optimizer: Optimizer = config.optimizer === "adam"
     ? adam({ learningRate: config.learningRate })
@@ -673,14 +596,7 @@ export function runNmt(
 
   // The last step's breakdown, memory and traffic.
   const result = last!.result;
-  const breakdown: Record<string, number> = Object.fromEntries(OP_CLASSES.map((c) => [c, 0]));
-  let program = 0;
-  for (const [node, s] of last!.stepSeconds) {
-    const c = classes.get(node) ?? "embedding, norms, loss";
-    breakdown[c] += s;
-    program += s;
-  }
-  breakdown.optimizer = Math.max(0, result.simulatedSeconds - program);
+  const breakdown: Record<string, number> = stepBreakdown(model, plan, last!);
   const peakCore = result.cores.reduce((a, c) => (c.peakTotalBytes > a.peakTotalBytes ? c : a));
   const moeLayers = stats.map((s, i) => {
     const load = s.kept.map((row) => row.reduce((a, b) => a + b, 0));

@@ -111,3 +111,18 @@ test("a reduction or too many chunks are refused where they do not apply", () =>
     /chunks must be at most/,
   );
 });
+
+test("a one-element all-reduce sends only the pieces that hold data, and still sums", () => {
+  const ring = ringTopology(8);
+  for (const algorithm of ["ring", "direct"] as const) {
+    const plan = planCollective(ring, { kind: "all-reduce", length: 1, algorithm });
+    const out: number[] = [];
+    const result = runProgram(ring, function* (core) {
+      out[core.id] = (yield* plan.run(core, Float32Array.of(core.id + 1)))![0];
+    });
+    assert.equal(result.status, "completed");
+    assert.deepEqual(out, new Array(8).fill(36), algorithm);
+    // The element's block is reduced along one chain of 7 sends, then gathered along another.
+    assert.equal(result.totals.messages, 2 * 7, algorithm);
+  }
+});

@@ -22,7 +22,7 @@ function ringAllReduce(n: number, chunks = 1): Program {
   const plan = planCollective(ringTopology(n), {
     kind: "all-reduce",
     algorithm: "ring",
-    length: 2 * n,
+    length: Math.max(2, chunks) * n, // every chunk holds data (empty pieces are not sent)
     chunks,
   });
   return function* (core) {

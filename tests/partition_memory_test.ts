@@ -76,12 +76,14 @@ test("an input split 8 ways costs each core 1/8 of the replicated one", () => {
   }
 });
 
-test("a parameter split 8 ways costs each core 1/8 of the replicated one in weights", () => {
+test("a parameter split 8 ways costs each core 1/8 of the replicated one, as sharded weights", () => {
   const split8 = peaks("split", "param", [1024, 64]);
   const whole = peaks("replicate", "param", [1024, 64]);
   for (let core = 0; core < 8; core++) {
     assert.equal(whole[core].weights, 1024 * 64 * F32);
-    assert.equal(split8[core].weights, whole[core].weights / 8);
+    assert.equal(whole[core]["sharded weights"], 0);
+    assert.equal(split8[core]["sharded weights"], whole[core].weights / 8);
+    assert.equal(split8[core].weights, 0);
     // The relu of a parameter is an activation, tiled like it.
     assert.equal(split8[core].activations, 1024 * 64 * F32 / 8);
   }

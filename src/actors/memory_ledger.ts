@@ -7,9 +7,13 @@
 
 import { PodsimError } from "../errors.ts";
 
-/** What a block of HBM holds. */
+/**
+ * What a block of HBM holds. "weights" are replicated parameters; "sharded weights" are
+ * parameter tiles split over cores (GShard's expert weights).
+ */
 export type MemoryCategory =
   | "weights"
+  | "sharded weights"
   | "activations"
   | "optimizer"
   | "gradients"
@@ -22,11 +26,12 @@ export type MemoryCategory =
  * @example
  * ```ts
  * import { MEMORY_CATEGORIES } from "@podsim/podsim";
- * console.log(MEMORY_CATEGORIES.join(", ")); // weights, activations, optimizer, ...
+ * console.log(MEMORY_CATEGORIES.join(", ")); // weights, sharded weights, activations, ...
  * ```
  */
 export const MEMORY_CATEGORIES: readonly MemoryCategory[] = Object.freeze([
   "weights",
+  "sharded weights",
   "activations",
   "optimizer",
   "gradients",
@@ -53,6 +58,7 @@ export interface MemoryLedger {
 
 const ZERO: BytesByCategory = Object.freeze({
   weights: 0,
+  "sharded weights": 0,
   activations: 0,
   optimizer: 0,
   gradients: 0,

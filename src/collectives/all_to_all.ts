@@ -140,7 +140,12 @@ function* torusPhases(
   const p = g.members.length;
   const { topology } = g;
   let originCount = 1;
-  let destinations = Int32Array.from({ length: p }, (_, d) => d);
+  let destinations = g.memo.get("a2a-keep:") as Int32Array<ArrayBuffer> | undefined;
+  if (destinations === undefined) {
+    destinations = new Int32Array(p);
+    for (let d = 0; d < p; d++) destinations[d] = d;
+    g.memo.set("a2a-keep:", destinations);
+  }
   // Numeric mode only: the origins held (ascending) and each block's data, by origin * p + dest.
   let origins = [g.rank];
   let held = new Map<number, Float32Array>();
@@ -149,17 +154,25 @@ function* torusPhases(
       held.set(g.rank * p + d, input.subarray(blockStart(n, p, d), blockStart(n, p, d + 1)));
     }
   }
-  const elementsByValue = new Float64Array(
-    Math.max(topology.chipsX, topology.chipsY, topology.coresPerChip),
-  );
+  // What a phase's sends hold depends only on the coordinates done so far, which many cores
+  // share: worked out once per group (an O(p) pass per core would be O(p^2) per collective).
+  let done = "";
   for (const axis of g.grid!.axes) {
     const of = g.axisOf[axis];
     const line = g.grid!.lines[axis]![g.rank].members;
     const q = line.length;
     const pos = line.indexOf(x.core.id);
     const mine = of[g.rank];
-    elementsByValue.fill(0);
-    for (const d of destinations) elementsByValue[of[d]] += blockLength(n, p, d);
+    const phase = `a2a:${n}:${done}${axis}`;
+    let elementsByValue = g.memo.get(phase) as Float64Array | undefined;
+    if (elementsByValue === undefined) {
+      elementsByValue = new Float64Array(
+        Math.max(topology.chipsX, topology.chipsY, topology.coresPerChip),
+      );
+      for (const d of destinations) elementsByValue[of[d]] += blockLength(n, p, d);
+      g.memo.set(phase, elementsByValue);
+    }
+    done += `${axis}=${mine},`;
     const tag = `podsim:a2a-${axis}`;
     for (let t = 1; t < q; t++) {
       const to = line[(pos + t) % q];
@@ -180,7 +193,12 @@ function* torusPhases(
       }
       yield* x.core.send(to, payload, { tag, bytes: elements * x.bytesPerElement });
     }
-    const keep = destinations.filter((d) => of[d] === mine);
+    const keepKey = `a2a-keep:${done}`;
+    let keep = g.memo.get(keepKey) as Int32Array<ArrayBuffer> | undefined;
+    if (keep === undefined) {
+      keep = destinations.filter((d) => of[d] === mine);
+      g.memo.set(keepKey, keep);
+    }
     const next = new Map<number, Float32Array>();
     const gathered = [...origins];
     if (input) {

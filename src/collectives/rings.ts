@@ -102,6 +102,7 @@ export function* ringPasses<R>(
       for (let k = 0; k < K; k++) {
         const from = chunkStart(seg.length, K, k);
         const to = chunkStart(seg.length, K, k + 1);
+        if (to === from) continue; // empty pieces are not sent (both ends know the lengths)
         const bytes = (to - from) * bpe;
         yield core.send(next, pack(data, seg, from, to), { tag: ring.tag, bytes });
       }
@@ -115,6 +116,7 @@ export function* ringPasses<R>(
             const seg = ring.segments[(((pos - first - s - 1) % q) + q) % q];
             const from = chunkStart(seg.length, K, k);
             const to = chunkStart(seg.length, K, k + 1);
+            if (to === from) continue;
             const msg = (yield core.recv(prev, ring.tag)) as Message<Float32Array | undefined>;
             unpack(data, seg, from, to, msg.payload, reduce ? x.reduction : undefined);
             if (reduce) yield core.compute(reduceCost(x, to - from));
@@ -131,17 +133,19 @@ export function* ringPasses<R>(
           const seg = ring.segments[(((pos - first - s - 1) % q) + q) % q];
           const from = chunkStart(seg.length, K, k);
           const to = chunkStart(seg.length, K, k + 1);
+          if (to === from) continue;
           const msg = (yield core.recv(prev, ring.tag)) as Message<Float32Array | undefined>;
           unpack(data, seg, from, to, msg.payload, reduce ? x.reduction : undefined);
           received += to - from;
         }
-        if (reduce) yield core.compute(reduceCost(x, received));
+        if (reduce && received > 0) yield core.compute(reduceCost(x, received));
         if (s === steps - 1) continue;
         for (const { ring, q, pos, next } of at) {
           if (s >= q - 2) continue;
           const seg = ring.segments[(((pos - first - s - 1) % q) + q) % q];
           const from = chunkStart(seg.length, K, k);
           const to = chunkStart(seg.length, K, k + 1);
+          if (to === from) continue;
           const bytes = (to - from) * bpe;
           yield core.send(next, pack(data, seg, from, to), { tag: ring.tag, bytes });
         }
@@ -178,6 +182,7 @@ export function* directExchange(
     for (let k = 0; k < K; k++) {
       const from = chunkStart(seg.length, K, k);
       const end = chunkStart(seg.length, K, k + 1);
+      if (end === from) continue;
       yield* core.send(to, pack(source, seg, from, end), { tag, bytes: (end - from) * bpe });
     }
   }
@@ -185,6 +190,7 @@ export function* directExchange(
     for (let k = 0; k < K; k++) {
       const from = chunkStart(seg.length, K, k);
       const to = chunkStart(seg.length, K, k + 1);
+      if (to === from) continue;
       const msg = yield* core.recv<Float32Array | undefined>(peer, tag);
       unpack(target, seg, from, to, msg.payload, reduce ? x.reduction : undefined);
       if (reduce) yield* core.compute(reduceCost(x, to - from));

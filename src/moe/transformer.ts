@@ -36,14 +36,24 @@ export interface TransformerConfig {
   readonly targetVocabulary: number;
   /** Model width M. */
   readonly dModel: number;
-  /** Attention heads (dModel must divide by it). */
+  /** Attention heads. */
   readonly heads: number;
+  /**
+   * Width of each head; the attention's inner width is heads x headDim (GShard: 16 x 128 =
+   * 2048 with dModel 1024). Default dModel / heads (dModel must then divide by heads).
+   */
+  readonly headDim?: number;
   /** FFN hidden width H (dense and expert). */
   readonly hidden: number;
   /** Encoder and decoder layers each. */
   readonly layers: number;
   /** Experts per MoE layer (0: every FFN dense). */
   readonly experts: number;
+  /**
+   * Tokens per MoE group S: the batch's tokens [B, T] are regrouped into G = B * T / S groups
+   * that are gated independently (GShard section 3). Default T: each sentence is a group.
+   */
+  readonly groupSize?: number;
   /**
    * Hidden width of the dense FFNs that take the MoE layers' places when `experts` is 0 (the
    * `--dense` baseline at equal per-token compute: 2H for top-2 routing). Default `hidden`.
@@ -91,6 +101,11 @@ export interface TransformerGraph {
   readonly grads?: readonly Node[];
   /** The MoE layers' nodes by phase, for timing. */
   readonly phases: Readonly<Record<string, Node[]>>;
+  /**
+   * The residual stream after every block (and the encoder's output): what rematerialisation
+   * keeps so that a layer's activations can be recomputed from its input.
+   */
+  readonly checkpoints: readonly Node[];
 }
 
 /** Builds the model on `graph`; with `withGrads`, its gradients too. */
@@ -117,12 +132,38 @@ export function buildTransformer(
   ) {
     check(Number.isInteger(v) && v >= 1, `${name} must be a positive integer, got ${v}`);
   }
-  check(M % heads === 0, `dModel ${M} does not divide into ${heads} heads`);
+  const dh = config.headDim ?? M / heads;
+  if (config.headDim === undefined) {
+    check(M % heads === 0, `dModel ${M} does not divide into ${heads} heads`);
+  }
+  check(Number.isInteger(dh) && dh >= 1, `headDim must be a positive integer, got ${dh}`);
+  const inner = heads * dh;
   check(
     Number.isInteger(config.experts) && config.experts >= 0,
     `experts must be an integer >= 0, got ${config.experts}`,
   );
   const cores = config.cores;
+  const groupSize = config.groupSize;
+  if (groupSize !== undefined && config.experts > 0) {
+    check(
+      Number.isInteger(groupSize) && groupSize >= 1,
+      `groupSize must be a positive integer, got ${groupSize}`,
+    );
+    for (const [side, T] of [["source", Ls], ["target", Lt]] as const) {
+      check(
+        (B * T) % groupSize === 0,
+        `a batch of ${B} x ${T} ${side} tokens does not divide into groups of ${groupSize}`,
+      );
+      const G = (B * T) / groupSize;
+      if (cores !== undefined) {
+        check(
+          G % cores === 0 && (B / cores) * T % groupSize === 0,
+          `${G} groups of ${groupSize} ${side} tokens do not divide over ${cores} cores ` +
+            `(each core's ${(B / cores) * T} tokens must be whole groups)`,
+        );
+      }
+    }
+  }
   if (cores !== undefined) {
     check(B % cores === 0, `a batch of ${B} sentences does not divide over ${cores} cores`);
     if (config.experts > 0) {
@@ -151,17 +192,16 @@ export function buildTransformer(
     decoderMask: batchInput("decoder_mask", [B, Lt, Lt]),
     crossMask: batchInput("cross_mask", [B, Lt, Ls]),
   };
-  const dh = M / heads;
   const attention = (prefix: string, q: Node, kv: Node, mask: Node, Tq: number, Tk: number) => {
     const proj = (name: string, x: Node, T: number) =>
-      reshape(einsum("btm,mn->btn", x, param(`${prefix}_${name}`, [M, M])), [B, T, heads, dh]);
+      reshape(einsum("btm,mn->btn", x, param(`${prefix}_${name}`, [M, inner])), [B, T, heads, dh]);
     const out = multiHeadAttention({
       q: proj("q", q, Tq),
       k: proj("k", kv, Tk),
       v: proj("v", kv, Tk),
       mask,
     });
-    return einsum("btn,nm->btm", reshape(out, [B, Tq, M]), param(`${prefix}_o`, [M, M]));
+    return einsum("btn,nm->btm", reshape(out, [B, Tq, inner]), param(`${prefix}_o`, [inner, M]));
   };
   const auxes: Node[] = [];
   const phases: Record<string, Node[]> = { gate: [], dispatch: [], "expert FFN": [], combine: [] };
@@ -173,10 +213,11 @@ export function buildTransformer(
       const h = relu(einsum("btm,mh->bth", x, param(`${prefix}_wi`, [M, width])));
       return einsum("bth,hm->btm", h, param(`${prefix}_wo`, [width, M]));
     }
-    // Each sentence is a group of T tokens.
+    // Groups of S tokens (by default each sentence is a group of T tokens).
     const E = config.experts;
+    const S = groupSize ?? T;
     const layer = moeLayer(
-      reshape(x, [B, T, M]),
+      reshape(x, [(B * T) / S, S, M]),
       {
         wg: param(`${prefix}_wg`, [M, E]),
         wi: param(`${prefix}_wi`, [E, M, H]),
@@ -197,27 +238,39 @@ export function buildTransformer(
     );
     auxes.push(layer.auxLoss);
     for (const [phase, nodes] of Object.entries(layer.phases)) phases[phase].push(...nodes);
-    return layer.output;
+    return S === T ? layer.output : reshape(layer.output, [B, T, M]);
   };
   const embed = (ids: Node, table: Node, T: number, pos: string) =>
     add(scale(embedding(table, ids), Math.sqrt(M)), param(pos, [T, M]));
   const sourceTable = param("source_embedding", [config.sourceVocabulary, M]);
   const targetTable = param("target_embedding", [config.targetVocabulary, M]);
+  const checkpoints: Node[] = [];
+  const residual = (x: Node, block: Node) => {
+    const sum = add(x, block);
+    checkpoints.push(sum);
+    return sum;
+  };
   // Encoder.
   let x = embed(inputs.source, sourceTable, Ls, "source_positions");
+  checkpoints.push(x);
   for (let l = 0; l < layers; l++) {
     const h = rmsNorm(x, param(`enc${l}_norm1`, [M]));
-    x = add(x, attention(`enc${l}_self`, h, h, inputs.encoderMask, Ls, Ls));
+    x = residual(x, attention(`enc${l}_self`, h, h, inputs.encoderMask, Ls, Ls));
     const moe = config.experts > 0 && l % 2 === 1;
-    x = add(x, ffn(`enc${l}_ffn`, rmsNorm(x, param(`enc${l}_norm2`, [M])), Ls, moe, l % 2 === 1));
+    x = residual(
+      x,
+      ffn(`enc${l}_ffn`, rmsNorm(x, param(`enc${l}_norm2`, [M])), Ls, moe, l % 2 === 1),
+    );
   }
   const memory = rmsNorm(x, param("enc_final_norm", [M]));
+  checkpoints.push(memory);
   // Decoder.
   let y = embed(inputs.targetIn, targetTable, Lt, "target_positions");
+  checkpoints.push(y);
   for (let l = 0; l < layers; l++) {
     const h = rmsNorm(y, param(`dec${l}_norm1`, [M]));
-    y = add(y, attention(`dec${l}_self`, h, h, inputs.decoderMask, Lt, Lt));
-    y = add(
+    y = residual(y, attention(`dec${l}_self`, h, h, inputs.decoderMask, Lt, Lt));
+    y = residual(
       y,
       attention(
         `dec${l}_cross`,
@@ -229,7 +282,10 @@ export function buildTransformer(
       ),
     );
     const moe = config.experts > 0 && l % 2 === 1;
-    y = add(y, ffn(`dec${l}_ffn`, rmsNorm(y, param(`dec${l}_norm3`, [M])), Lt, moe, l % 2 === 1));
+    y = residual(
+      y,
+      ffn(`dec${l}_ffn`, rmsNorm(y, param(`dec${l}_norm3`, [M])), Lt, moe, l % 2 === 1),
+    );
   }
   const logits = einsum("btm,vm->btv", rmsNorm(y, param("dec_final_norm", [M])), targetTable);
   const nll = crossEntropy(logits, inputs.targetOut, {
@@ -239,5 +295,5 @@ export function buildTransformer(
   const aux = auxes.length === 0 ? undefined : auxes.reduce((a, b) => add(a, b));
   const loss = aux === undefined ? nll : add(nll, scale(aux, config.auxWeight ?? 0.01));
   const grads = withGrads ? grad(loss, params) : undefined;
-  return { graph, inputs, params, logits, nll, aux, loss, grads, phases };
+  return { graph, inputs, params, logits, nll, aux, loss, grads, phases, checkpoints };
 }

@@ -22,19 +22,22 @@ import { type RunOptions, runProgram, type RunResult } from "../actors/runtime.t
 import { type CollectivePlan, planCollective } from "../collectives/plan.ts";
 import { OptionsError, ShapeError } from "../errors.ts";
 import { formatBytes } from "../actors/memory_ledger.ts";
+import { applyOptimizer, type Optimizer, type OptimizerState } from "./optimizers.ts";
+import { planGradientReduce, runGradientReduce } from "./gradient_reduce.ts";
 import {
-  allocOptimizerState,
-  applyOptimizer,
-  freeOptimizerState,
-  type Optimizer,
-  type OptimizerState,
-} from "./optimizers.ts";
+  assemble,
+  buildProgram,
+  estimatePeakBytes,
+  type ProgramOptions,
+  type RematPlan,
+} from "./spmd_program.ts";
 import type { Topology } from "../topology/topology.ts";
 import { type Annotation, resolveAnnotation } from "./annotate.ts";
-import { costOf, type Feeds, type Node, type SourceAttrs, valueOf } from "./graph.ts";
+import type { Feeds, Node, SourceAttrs } from "./graph.ts";
 import { extract, insert } from "./ndarray.ts";
 import {
   type InsertedCollective,
+  partitionerAlgorithm,
   planReshard,
   reshardCollectives,
   type ReshardStep,
@@ -73,6 +76,36 @@ export interface PartitionStep {
   readonly loop?: PermuteLoop;
   /** "mean": the local mean is rescaled by local count / whole count before the AllReduce. */
   readonly scaleBy?: "mean";
+}
+
+/** What {@linkcode PartitionedGraph.train} returns. */
+export interface TrainStepResult {
+  /** The run (its status, per-core reports and ledgers). */
+  readonly result: RunResult;
+  /** Numeric mode: each output node's whole value. */
+  readonly values: Map<Node, Float32Array>;
+  /** Numeric mode: each updated parameter, whole. */
+  readonly params: Map<Node, Float32Array>;
+  /** Each step's simulated seconds (the slowest core's). */
+  readonly stepSeconds: Map<Node, number>;
+  /** Of each step's seconds, those of its own compute (the rest is its collectives). */
+  readonly computeSeconds: Map<Node, number>;
+  /** Simulated seconds of the combined gradient AllReduce (the slowest core's). */
+  readonly allReduceSeconds: number;
+  /** Simulated seconds spent recomputing dropped activations (the slowest core's). */
+  readonly recomputeSeconds: number;
+  /**
+   * Core 0's step, piece by piece: each node's seconds and its own compute's, the combined
+   * gradient AllReduce and the recomputation. With the optimizer update (the rest) they add up
+   * to core 0's clock, which in an SPMD step is the step time.
+   */
+  readonly timeline: {
+    readonly steps: ReadonlyMap<Node, { readonly seconds: number; readonly compute: number }>;
+    readonly allReduceSeconds: number;
+    readonly recomputeSeconds: number;
+  };
+  /** Combined gradient AllReduces run (one per replica-group set). */
+  readonly gradientAllReduces: number;
 }
 
 /** An einsum computed block by block while one operand's tiles travel around a ring. */
@@ -154,6 +187,47 @@ export class PartitionedGraph {
     }
   }
 
+  /**
+   * The forward activations a rematerialising training step may drop and recompute: the
+   * forward nodes (those up to `lastForward`, the loss) that run, other than sources and
+   * `checkpoints`, whose step is a local op (no collective is run twice, no retiled operand is
+   * shared).
+   */
+  rematerialisable(lastForward: Node, checkpoints: readonly Node[]): RematPlan {
+    const kept = new Set(checkpoints);
+    const recompute = new Set<Node>();
+    for (const step of this.steps) {
+      const { node } = step;
+      if (node.id > lastForward.id || !this.#needed.has(node) || kept.has(node)) continue;
+      if (SOURCES.has(node.op.kind) || step.collectives.length > 0 || step.loop) continue;
+      if (step.reused?.some(Boolean) || step.kept?.some(Boolean)) continue;
+      recompute.add(node);
+    }
+    return { recompute, backwardFrom: lastForward.id + 1 };
+  }
+
+  /**
+   * The peak bytes per core a training step of `params` with `optimizer` will need, from the
+   * schedule alone (resident parameters and optimizer state, and the tiles live at once;
+   * retiled temporaries left out): what a rematerialisation policy decides on.
+   */
+  estimateTrainingPeak(
+    optimizer: Optimizer,
+    params: readonly Node[],
+    grads: readonly Node[],
+    remat?: RematPlan,
+  ): number {
+    const state = params.reduce(
+      (n, p) => n + optimizer.stateBytes(this.shardings.get(p)!.localShape(p.shape), p.dtype),
+      0,
+    );
+    return estimatePeakBytes(this.steps, this.#needed, this.#outputs, {
+      gradients: new Set(grads),
+      remat,
+      finish: { keep: [...params, ...grads], run: function* () {} },
+    }, state);
+  }
+
   /** Whether `node`'s step runs: the outputs depend on it. */
   runs(node: Node): boolean {
     return this.#needed.has(node);
@@ -191,92 +265,24 @@ export class PartitionedGraph {
   }
 
   /**
-   * The SPMD program: every core runs every step on its tiles. With `feeds` it is numeric
-   * (each core slices its tiles of the fed inputs and parameters); without, shape-only. `sink`
-   * receives each core's padded tile of the output nodes.
+   * The SPMD program: every core runs every step on its tiles. With `options.feeds` it is
+   * numeric (each core slices its tiles of the fed inputs and parameters); without, shape-only.
+   * `options.sink` receives each core's padded tile of the output nodes.
    */
-  program(
-    feeds?: Feeds,
-    sink?: (core: number, node: Node, tile: Float32Array) => void,
-    timing?: (core: number, node: Node, seconds: number) => void,
-    finish?: {
-      readonly keep: readonly Node[];
-      readonly run: (
-        core: CoreHandle,
-        tiles: Map<Node, Float32Array | undefined>,
-      ) => ProgramGenerator;
-    },
-  ): Program {
-    const steps = this.steps;
-    if (feeds !== undefined) {
-      checkFeeds(
-        steps.map((s) => s.node).filter((n) => this.#needed.has(n)),
-        feeds,
-        steps.map((s) => s.node),
-      );
-    }
-    const needed = this.#needed;
-    const lastUse = new Map<Node, number>();
-    steps.forEach((s, i) => {
-      if (needed.has(s.node)) s.node.inputs.forEach((x) => lastUse.set(x, i));
-    });
-    const keep = new Set([...this.#outputs, ...(finish?.keep ?? [])]);
-    return function* (core: CoreHandle): ProgramGenerator {
-      const tiles = new Map<Node, Float32Array | undefined>();
-      const retiled = new Map<string, { tile: Float32Array | undefined; bytes: number }>();
-      for (const [i, step] of steps.entries()) {
-        const { node } = step;
-        if (!needed.has(node)) continue;
-        const category = (node.attrs as Partial<SourceAttrs> | null)?.source === "param"
-          ? "weights"
-          : "activations";
-        const bytes = sizeOf(step.output.localShape(node.shape)) * BYTES_PER_ELEMENT[node.dtype];
-        yield* core.alloc(bytes, category, node.name);
-        const start = core.now();
-        tiles.set(node, yield* runStep(core, step, tiles, feeds, retiled));
-        timing?.(core.id, node, core.now() - start);
-        // Retiled tiles this step used for the last time.
-        for (const [j, x] of node.inputs.entries()) {
-          if (!step.release?.[j]) continue;
-          const key = `${x.id}|${step.operands[j].key}`;
-          const held = retiled.get(key);
-          if (held === undefined) continue;
-          yield* core.free(held.bytes, "temporaries", `${x.name} retiled`);
-          retiled.delete(key);
-        }
-        for (const x of new Set(node.inputs)) {
-          if (lastUse.get(x) === i && !keep.has(x)) {
-            const s = steps[x.id];
-            yield* core.free(
-              sizeOf(s.output.localShape(x.shape)) * BYTES_PER_ELEMENT[x.dtype],
-              (x.attrs as Partial<SourceAttrs> | null)?.source === "param"
-                ? "weights"
-                : "activations",
-              x.name,
-            );
-            tiles.delete(x);
-          }
-          if (lastUse.get(x) === i) {
-            // Its retiled copies kept for reuse go with it.
-            for (const [key, { bytes: kept }] of retiled) {
-              if (!key.startsWith(`${x.id}|`)) continue;
-              yield* core.free(kept, "temporaries", `${x.name} retiled`);
-              retiled.delete(key);
-            }
-          }
-        }
-      }
-      if (finish) yield* finish.run(core, tiles);
-      if (sink) { for (const node of keep) sink(core.id, node, tiles.get(node)!); }
-    };
+  program(options: ProgramOptions = {}): Program {
+    return buildProgram(this.steps, this.#needed, this.#outputs, options);
   }
 
   /**
    * One training step: runs the program, then on every core applies `optimizer` to its tiles of
    * `params` with its tiles of `grads` (retiled to the parameter's tiling if they differ), each on
-   * its valid box, charging the update's time and the optimizer state (category "optimizer") to
-   * the core. The state lives in this object from step to step. Returns the run and, in numeric
-   * mode, the outputs and the updated parameters (whole).
+   * its valid box, charging the update's time to the core. Parameters and the optimizer state
+   * (category "optimizer") are resident for the whole step; gradients are charged as gradients.
+   * The gradients of replicated weights are all-reduced together at the end of the backward pass
+   * (one AllReduce per replica-group set, not one per gradient). `remat` drops forward
+   * activations after their last forward use and recomputes them when the backward pass needs
+   * them. The optimizer state lives in this object from step to step. Returns the run and, in
+   * numeric mode, the outputs and the updated parameters (whole).
    *
    * @example
    * ```ts
@@ -301,14 +307,11 @@ export class PartitionedGraph {
       readonly params: readonly Node[];
       readonly grads: readonly Node[];
       readonly step: number;
+      /** Forward activations to recompute in the backward pass. */
+      readonly remat?: RematPlan;
     },
     options: RunOptions = {},
-  ): {
-    result: RunResult;
-    values: Map<Node, Float32Array>;
-    params: Map<Node, Float32Array>;
-    stepSeconds: Map<Node, number>;
-  } {
+  ): TrainStepResult {
     const { optimizer, params, grads, step } = training;
     if (params.length !== grads.length) {
       throw new OptionsError(`train: ${params.length} params but ${grads.length} gradients`);
@@ -332,16 +335,36 @@ export class PartitionedGraph {
     const retile = params.map((p, i) =>
       planReshard(topology, p.shape, p.dtype, shardings.get(grads[i])!, shardings.get(p)!)
     );
+    const keep = [...params, ...grads];
+    const reduce = planGradientReduce(
+      topology,
+      this.steps,
+      this.#needed,
+      new Set([...this.#outputs, ...keep]),
+      grads,
+    );
+    const stateBytes = (core: CoreHandle) =>
+      params.reduce(
+        (n, p) => n + optimizer.stateBytes(shardings.get(p)!.box(p.shape, core.id).size, p.dtype),
+        0,
+      );
     const updated = new Map<Node, (Float32Array | undefined)[]>();
+    let allReduceSeconds = 0;
+    const timeline = {
+      steps: new Map<Node, { seconds: number; compute: number }>(),
+      allReduceSeconds: 0,
+      recomputeSeconds: 0,
+    };
     const finish = {
-      keep: [...params, ...grads],
+      keep,
+      *start(core: CoreHandle): ProgramGenerator {
+        yield* core.alloc(stateBytes(core), "optimizer", "optimizer state");
+      },
       *run(core: CoreHandle, tiles: Map<Node, Float32Array | undefined>): ProgramGenerator {
+        const reduced = yield* runGradientReduce(core, reduce, tiles);
+        allReduceSeconds = Math.max(allReduceSeconds, reduced);
+        if (core.id === 0) timeline.allReduceSeconds = reduced;
         const local = params.map((p) => shardings.get(p)!.box(p.shape, core.id).size);
-        yield* allocOptimizerState(
-          core,
-          optimizer,
-          params.map((p, i) => ({ name: p.name, shape: local[i], dtype: p.dtype })),
-        );
         const slots = [];
         for (const [i, p] of params.entries()) {
           const g = yield* runReshard(core, retile[i], p.shape, p.dtype, tiles.get(grads[i]));
@@ -373,26 +396,32 @@ export class PartitionedGraph {
           if (!list) updated.set(p, list = []);
           list[core.id] = tile;
         }
-        yield* freeOptimizerState(
-          core,
-          optimizer,
-          params.map((p, i) => ({ name: p.name, shape: local[i], dtype: p.dtype })),
-        );
       },
     };
     const parts = new Map<Node, (Float32Array | undefined)[]>();
     const stepSeconds = new Map<Node, number>();
-    const program = this.program(
+    const computeSeconds = new Map<Node, number>();
+    const recomputeByCore = new Float64Array(topology.coreCount);
+    const program = this.program({
       feeds,
-      (core, node, tile) => {
+      sink: (core, node, tile) => {
         let list = parts.get(node);
         if (!list) parts.set(node, list = []);
         list[core] = tile;
       },
-      (_core, node, seconds) =>
-        stepSeconds.set(node, Math.max(stepSeconds.get(node) ?? 0, seconds)),
+      timing: (core, node, seconds, compute) => {
+        stepSeconds.set(node, Math.max(stepSeconds.get(node) ?? 0, seconds));
+        computeSeconds.set(node, Math.max(computeSeconds.get(node) ?? 0, compute));
+        if (core === 0) timeline.steps.set(node, { seconds, compute });
+      },
+      recomputeTiming: (core, _node, seconds) => {
+        recomputeByCore[core] += seconds;
+      },
+      deferReduce: reduce.deferred,
+      gradients: new Set(grads),
+      remat: training.remat,
       finish,
-    );
+    });
     const result = runProgram(this.topology, program, options);
     const values = new Map<Node, Float32Array>();
     const newParams = new Map<Node, Float32Array>();
@@ -402,7 +431,17 @@ export class PartitionedGraph {
       }
       for (const [p, list] of updated) newParams.set(p, assemble(p, shardings.get(p)!, list));
     }
-    return { result, values, params: newParams, stepSeconds };
+    return {
+      result,
+      values,
+      params: newParams,
+      stepSeconds,
+      computeSeconds,
+      allReduceSeconds,
+      recomputeSeconds: Math.max(0, ...recomputeByCore),
+      timeline: { ...timeline, recomputeSeconds: recomputeByCore[0] ?? 0 },
+      gradientAllReduces: reduce.buckets.length,
+    };
   }
 
   /**
@@ -418,16 +457,16 @@ export class PartitionedGraph {
     // Each step's simulated time: the slowest core's (steps end in collectives or not; a core
     // that waits in one is counted to the end of its wait).
     const stepSeconds = new Map<Node, number>();
-    const program = this.program(
+    const program = this.program({
       feeds,
-      (core, node, tile) => {
+      sink: (core, node, tile) => {
         let list = parts.get(node);
         if (!list) parts.set(node, list = []);
         list[core] = tile;
       },
-      (_core, node, seconds) =>
+      timing: (_core, node, seconds) =>
         stepSeconds.set(node, Math.max(stepSeconds.get(node) ?? 0, seconds)),
-    );
+    });
     const result = runProgram(this.topology, program, options);
     const values = new Map<Node, Float32Array>();
     if (feeds && result.status === "completed") {
@@ -437,228 +476,6 @@ export class PartitionedGraph {
     }
     return { result, values, stepSeconds };
   }
-}
-
-/** Every input and parameter fed, with its size; no feed for a name the graph lacks. */
-function checkFeeds(nodes: readonly Node[], feeds: Feeds, all: readonly Node[]): void {
-  const sourcesIn = (list: readonly Node[]) => {
-    const sources = new Map<string, Node>();
-    for (const node of list) {
-      const source = (node.attrs as Partial<SourceAttrs> | null)?.source;
-      if (source === "input" || source === "param") sources.set(node.name, node);
-    }
-    return sources;
-  };
-  const sources = sourcesIn(nodes); // those that run must be fed
-  const known = sourcesIn(all); // any of the graph's may be
-  for (const name of Object.keys(feeds)) {
-    if (!known.has(name)) {
-      throw new OptionsError(
-        `feeds: the graph has no input or parameter "${name}" (it has ${
-          [...known.keys()].join(", ")
-        })`,
-      );
-    }
-  }
-  for (const [name, node] of sources) {
-    const fed = feeds[name];
-    if (!(fed instanceof Float32Array) || fed.length !== node.size) {
-      throw new ShapeError(
-        `feeds: ${node} needs a Float32Array of ${node.size} elements, got ` +
-          (fed === undefined ? "none" : `${(fed as { length?: number }).length} elements`),
-      );
-    }
-  }
-}
-
-/** The whole tensor from the devices' padded tiles (the first device holding each tile). */
-function assemble(
-  node: Node,
-  sharding: Sharding,
-  tiles: readonly (Float32Array | undefined)[],
-): Float32Array {
-  const out = new Float32Array(node.size);
-  const local = sharding.localShape(node.shape);
-  const done = new Set<number>();
-  tiles.forEach((tile, device) => {
-    const t = sharding.tileOf[device];
-    if (tile === undefined || done.has(t)) return;
-    done.add(t);
-    const { start, size } = sharding.box(node.shape, device);
-    insert(out, node.shape, extract(tile, local, size.map(() => 0), size), start, size);
-  });
-  return out;
-}
-
-/** Runs one step on one core; returns the node's padded tile (undefined in shape-only mode). */
-function* runStep(
-  core: CoreHandle,
-  step: PartitionStep,
-  tiles: ReadonlyMap<Node, Float32Array | undefined>,
-  feeds: Feeds | undefined,
-  retiled: Map<string, { tile: Float32Array | undefined; bytes: number }>,
-): ProgramGenerator<Float32Array | undefined> {
-  const { node } = step;
-  const device = core.id;
-  if (SOURCES.has(node.op.kind)) {
-    if (feeds === undefined && node.op.kind !== "constant") return undefined;
-    const whole = valueOf(node, feeds ?? {}, []);
-    const { start, size } = step.output.box(node.shape, device);
-    const tile = new Float32Array(sizeOf(step.output.localShape(node.shape)));
-    insert(
-      tile,
-      step.output.localShape(node.shape),
-      extract(whole, node.shape, start, size),
-      size.map(() => 0),
-      size,
-    );
-    return feeds === undefined ? undefined : tile;
-  }
-  // Bring the operands to their planned tilings; a retiled operand is a temporary of the op,
-  // or of every step that reuses it.
-  const operands: (Float32Array | undefined)[] = [];
-  let temporaries = 0;
-  for (const [i, x] of node.inputs.entries()) {
-    const key = `${x.id}|${step.operands[i].key}`;
-    if (step.reused?.[i]) {
-      operands.push(retiled.get(key)!.tile);
-      continue;
-    }
-    if (step.reshards[i].length === 0) {
-      operands.push(tiles.get(x));
-      continue;
-    }
-    // The largest tile the operand passes through (a gather before a slice holds it whole).
-    const elements = Math.max(...step.reshards[i].map((r) => sizeOf(r.to.localShape(x.shape))));
-    const bytes = elements * BYTES_PER_ELEMENT[x.dtype];
-    yield* core.alloc(bytes, "temporaries", `${x.name} retiled`);
-    const tile = yield* runReshard(core, step.reshards[i], x.shape, x.dtype, tiles.get(x));
-    operands.push(tile);
-    if (step.kept?.[i]) {
-      const kept = sizeOf(step.operands[i].localShape(x.shape)) * BYTES_PER_ELEMENT[x.dtype];
-      retiled.set(key, { tile, bytes: kept });
-      temporaries += bytes - kept;
-    } else temporaries += bytes;
-  }
-  const out = yield* runLocal(core, step, operands, feeds);
-  if (temporaries > 0) yield* core.free(temporaries, "temporaries", `${node.name} operands`);
-  return out;
-}
-
-/** The local op on the operands' tiles, then any AllReduce and reshard of the result. */
-function* runLocal(
-  core: CoreHandle,
-  step: PartitionStep,
-  operands: (Float32Array | undefined)[],
-  feeds: Feeds | undefined,
-): ProgramGenerator<Float32Array | undefined> {
-  const { node } = step;
-  const device = core.id;
-  if (step.loop) return yield* runLoop(core, step, step.loop, operands, feeds !== undefined);
-  // The local op on the valid boxes.
-  const validShapes = node.inputs.map((x, i) => step.operands[i].box(x.shape, device).size);
-  const outBox = step.local.box(node.shape, device).size;
-  const outLocal = step.local.localShape(node.shape);
-  let out: Float32Array | undefined;
-  if (operands.every((o) => o !== undefined) && feeds !== undefined) {
-    // A tile with no padding is its valid box: ops never modify their inputs, so pass it as is.
-    const valid = node.inputs.map((x, i) => {
-      const local = step.operands[i].localShape(x.shape);
-      return local.every((n, d) => n === validShapes[i][d])
-        ? operands[i]!
-        : extract(operands[i]!, local, validShapes[i].map(() => 0), validShapes[i]);
-    });
-    const result = node.op.run(valid, validShapes, outBox, localAttrs(node, step, device));
-    if (step.scaleBy === "mean") {
-      const axes = (node.attrs as { axes: number[] }).axes;
-      const box = step.operands[0].box(node.inputs[0].shape, device).size;
-      const whole = axes.reduce((n, d) => n * node.inputs[0].shape[d], 1);
-      const mine = axes.reduce((n, d) => n * box[d], 1);
-      // An empty box's mean is 0/0: its share of the whole is nothing.
-      for (let i = 0; i < result.length; i++) {
-        result[i] = mine === 0 ? 0 : result[i] * (mine / whole);
-      }
-    }
-    if (outLocal.every((n, d) => n === outBox[d])) out = result;
-    else {
-      out = new Float32Array(sizeOf(outLocal));
-      insert(out, outLocal, result, outBox.map(() => 0), outBox);
-    }
-  }
-  const paddedShapes = node.inputs.map((x, i) => step.operands[i].localShape(x.shape));
-  const { flops, bytes } = costOf(node, paddedShapes, outLocal);
-  yield* core.compute({ flops, bytes, dtype: node.dtype, label: node.op.kind });
-  if (step.reduce) out = yield* step.reduce.run(core, out);
-  return yield* runReshard(core, step.after, node.shape, node.dtype, out);
-}
-
-/** The op's attributes for one core's tile: dropout's mask window is where the tile sits. */
-function localAttrs(node: Node, step: PartitionStep, device: number): unknown {
-  const attrs = node.attrs as { groupOffset?: unknown } | null;
-  if (typeof attrs?.groupOffset === "number") {
-    const first = step.operands[0].box(node.inputs[0].shape, device).start[0];
-    return { ...attrs, groupOffset: attrs.groupOffset + first };
-  }
-  if (node.op.kind !== "dropout") return node.attrs;
-  const begin = step.local.box(node.shape, device).start;
-  return { ...(node.attrs as object), window: { fullShape: node.shape, begin } };
-}
-
-/**
- * The CollectivePermute loop: at step k the core holds the travelling operand's tile
- * (c + k) mod n, computes the output block it gives, and passes the tile one place back.
- */
-function* runLoop(
-  core: CoreHandle,
-  step: PartitionStep,
-  loop: PermuteLoop,
-  operands: (Float32Array | undefined)[],
-  numeric: boolean,
-): ProgramGenerator<Float32Array | undefined> {
-  const { node } = step;
-  const device = core.id;
-  const R = node.inputs[loop.operand];
-  const rs = step.operands[loop.operand];
-  const rLocal = rs.localShape(R.shape);
-  const tileLength = rLocal[loop.dim];
-  const outLocal = step.local.localShape(node.shape);
-  const outBox = step.local.box(node.shape, device).size;
-  const out = numeric ? new Float32Array(sizeOf(outLocal)) : undefined;
-  const start = rs.coords(device)[loop.dim];
-  const shapes = node.inputs.map((x, i) => step.operands[i].box(x.shape, device).size);
-  const padded = node.inputs.map((x, i) => step.operands[i].localShape(x.shape));
-  let travelling = operands[loop.operand];
-  // The tile arriving while the one in hand is still being used.
-  const tileBytes = sizeOf(rLocal) * BYTES_PER_ELEMENT[R.dtype];
-  yield* core.alloc(tileBytes, "buffers", `${R.name} next tile`);
-  for (let k = 0; k < loop.n; k++) {
-    const t = (start + k) % loop.n;
-    const length = Math.max(0, Math.min(tileLength, R.shape[loop.dim] - t * tileLength));
-    const blockShapes = shapes.map((s, i) =>
-      i === loop.operand ? s.map((v, d) => (d === loop.dim ? length : v)) : s
-    );
-    const block = outBox.map((v, d) => (d === loop.outDim ? length : v));
-    if (out && travelling) {
-      const valid = node.inputs.map((_, i) => {
-        const data = i === loop.operand ? travelling! : operands[i]!;
-        return extract(data, padded[i], blockShapes[i].map(() => 0), blockShapes[i]);
-      });
-      const result = node.op.run(valid, blockShapes, block, node.attrs);
-      insert(
-        out,
-        outLocal,
-        result,
-        block.map((_, d) => (d === loop.outDim ? t * tileLength : 0)),
-        block,
-      );
-    }
-    const blockPadded = outLocal.map((v, d) => (d === loop.outDim ? tileLength : v));
-    const { flops, bytes } = costOf(node, padded, blockPadded);
-    yield* core.compute({ flops, bytes, dtype: node.dtype, label: `${node.op.kind} block` });
-    if (k < loop.n - 1) travelling = yield* loop.permute.run(core, travelling);
-  }
-  yield* core.free(tileBytes, "buffers", `${R.name} next tile`);
-  return yield* runReshard(core, step.after, node.shape, node.dtype, out);
 }
 
 /**
@@ -1020,7 +837,7 @@ function partialReduce(
     group: groups,
     dtype: node.dtype,
     reduction,
-    algorithm: "direct",
+    algorithm: partitionerAlgorithm(groups),
   });
 }
 
@@ -1179,6 +996,16 @@ function planByRule(
     // Dims up to the first that changes size stay as they are (and may stay split); dims after
     // it are regrouped, so they must be whole.
     const x = node.inputs[0];
+    // Only the leading dim split, evenly, on both sides: every tile is the same contiguous run
+    // of elements before and after (batch [B, T, M] regrouped into MoE groups [G, S, M]).
+    const n = inputs[0].tiles[0];
+    if (
+      n > 1 && inputs[0].shardedDims.length === 1 && x.shape[0] % n === 0 &&
+      node.shape[0] % n === 0 && x.shape[0] !== node.shape[0]
+    ) {
+      const local = new Sharding([n, ...new Array(node.rank - 1).fill(1)], inputs[0].tileOf);
+      return plan("local reshape (leading dim regrouped, evenly split)", [inputs[0]], local);
+    }
     let prefix = 0;
     while (prefix < Math.min(x.rank, node.rank) && x.shape[prefix] === node.shape[prefix]) prefix++;
     const t = inputs[0].without(inputs[0].shardedDims.filter((d) => d >= prefix));
@@ -1321,7 +1148,7 @@ function planEinsum(
       length: sizeOf(local.localShape(node.shape)),
       group: groups,
       dtype: node.dtype,
-      algorithm: "direct",
+      algorithm: partitionerAlgorithm(groups),
     });
     strategy += "local partial einsum + AllReduce (contracting dim sharded)";
   } else if (strategy === "") {
