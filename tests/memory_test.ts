@@ -119,7 +119,7 @@ test("an unknown memory category is a ProgramError", () => {
     (e: unknown) =>
       e instanceof ProgramError &&
       e.message === 'core 0 at t=0s: alloc "cache" category "cache" is not one of weights, ' +
-          "activations, optimizer, gradients, temporaries, buffers",
+          "sharded weights, activations, optimizer, gradients, temporaries, buffers",
   );
 });
 

@@ -1,10 +1,12 @@
 import assert from "node:assert/strict";
 import {
   type ActorInspectionEvent,
+  type CoreHandle,
   createTopology,
   expectCompleted,
   type Program,
   ProgramError,
+  type ProgramGenerator,
   ringTopology,
   runProgram,
   sliceTopology,
@@ -155,7 +157,7 @@ test("flush holds the core in the sending state until its bytes have left", () =
   assertClose(result.cores[1].clock, LAT + bytes / BW, "receiver clock");
 });
 
-test("a resumed core reports idle only when it does something an idle core must", () => {
+test("a resumed core goes to idle with its ledger update, not through a separate resume", () => {
   const states: string[] = [];
   const inspect = (e: ActorInspectionEvent) => {
     const ref = e.actorRef as { id?: string };
@@ -168,7 +170,8 @@ test("a resumed core reports idle only when it does something an idle core must"
     if (core.id !== 0) return;
     yield* core.compute({ flops: 61.5e9 });
     yield* core.compute({ flops: 61.5e9 }); // computing -> computing: no idle in between
-    yield* core.alloc(8, "buffers"); // the ledger changes in idle: the core resumes first
+    yield* core.alloc(8, "buffers"); // computing -> idle: the allocation is the resume
+    yield* core.free(8, "buffers"); // idle -> idle
     yield* core.compute({ flops: 61.5e9 });
   }, { inspect });
   assert.deepEqual(states, [
@@ -181,6 +184,8 @@ test("a resumed core reports idle only when it does something an idle core must"
     "done",
   ]);
   assert.equal(result.cores[0].actorEvents, 6);
+  assert.equal(result.cores[0].peakBytes.buffers, 8);
+  assert.equal(result.cores[0].liveBytes.buffers, 0);
   assertClose(result.cores[0].clock, 3e-3, "clock");
 });
 
@@ -423,4 +428,33 @@ test("a shift around all 2048 cores of a pod completes with one message per core
   assert.equal(result.status, "completed");
   assert.equal(result.totals.messages, 2048);
   assert.ok(result.cores.every((c) => c.state === "done" && c.messagesReceived === 1));
+});
+
+test("core.call runs a sub-program: its operations reach the runtime and its value or error the caller", () => {
+  function* inner(core: CoreHandle, fail: boolean): ProgramGenerator<number> {
+    const seconds = yield* core.compute({ flops: 61.5e9 });
+    if (fail) throw new Error("inner failed");
+    return seconds * 2;
+  }
+  const got: unknown[] = [];
+  const result = runProgram(ringTopology(2), function* (core) {
+    if (core.id !== 0) return;
+    got.push(yield* core.call(inner(core, false)));
+    try {
+      yield* core.call(inner(core, true));
+    } catch (e) {
+      got.push((e as Error).message);
+    }
+  });
+  assert.equal(result.status, "completed");
+  assert.deepEqual(got, [2e-3, "inner failed"]);
+  assert.equal(result.cores[0].ops, 2); // the two computes: a call is not an operation
+  assertClose(result.cores[0].clock, 2e-3, "clock");
+  assert.throws(
+    () =>
+      runProgram(ringTopology(2), function* (core) {
+        yield* core.call({} as never);
+      }),
+    /core 0 at t=0s: call needs a generator/,
+  );
 });

@@ -14,7 +14,8 @@
  * A blocked core (computing, sending, waiting) that resumes and at the same simulated instant
  * blocks again or finishes takes COMPUTE / SEND_WAIT / RECV_WAIT / FINISH straight from its
  * blocked state: its idle visit would last no simulated time, and skipping it halves the actor
- * events of a collective's step.
+ * events of a collective's step. Likewise a core that resumes to allocate or free takes ALLOC /
+ * FREE from its blocked state to idle (the ledger update is the resume).
  *
  * @module
  */
@@ -164,6 +165,9 @@ const reblock = {
   SEND_WAIT: { target: "sending", actions: record },
   RECV_WAIT: { target: "waiting", actions: record },
   FINISH: { target: "done", actions: record },
+  // Resumed and allocating or freeing at once: the ledger update is the resume.
+  ALLOC: { target: "idle", actions: record },
+  FREE: { target: "idle", actions: record },
 } as const;
 
 const coreSetup = setup({

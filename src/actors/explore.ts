@@ -25,14 +25,16 @@ import { OptionsError, ProgramError, RunLimitError } from "../errors.ts";
 import { Topology } from "../topology/topology.ts";
 import type { Tag } from "./core_machine.ts";
 import {
+  isHandleOperation,
   type Message,
   type Operation,
   type OperationKind,
   type Program,
   type ProgramGenerator,
   ProgramHandle,
+  ProgramStack,
+  Refused,
   snapshotPayload,
-  takeOperation,
 } from "./program.ts";
 
 /**
@@ -143,7 +145,7 @@ interface Entry {
 }
 interface Core {
   readonly handle: ProgramHandle;
-  readonly gen: ProgramGenerator;
+  readonly gen: ProgramStack;
   readonly trace: Entry[];
 }
 
@@ -200,7 +202,7 @@ export function exploreProgram(
   };
   // Runs core `id` from `answer` to its next send, receive or end; appends that to its trace.
   const extend = (id: number, answer: unknown): void => {
-    const { handle, gen, trace } = cores[id];
+    const { gen, trace } = cores[id];
     const before: OperationKind[] = [];
     for (let value = answer;;) {
       let next: IteratorResult<unknown, unknown>;
@@ -212,7 +214,8 @@ export function exploreProgram(
       const at = before.length ? { before } : {};
       if (next.done) return void trace.push({ kind: "done", peer: -1, tag: "", ordinal: 0, ...at });
       const op = next.value as Operation;
-      if (takeOperation(op) !== handle) {
+      // The stack runs calls and takes (claims) every operation it hands over as this core's.
+      if (op instanceof Refused || !isHandleOperation(op)) {
         throw new ProgramError(
           `core ${id}: yielded something that is not an operation of its handle`,
         );
@@ -249,7 +252,7 @@ export function exploreProgram(
     if (typeof gen?.next !== "function" || Symbol.asyncIterator in gen) {
       throw new ProgramError(`core ${id}: the program must be a generator function (function*)`);
     }
-    cores.push({ handle, gen: gen!, trace: [] });
+    cores.push({ handle, gen: new ProgramStack(gen!, handle), trace: [] });
   }
   for (let id = 0; id < n; id++) extend(id, undefined);
 

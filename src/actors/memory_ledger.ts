@@ -134,12 +134,12 @@ export function formatBytes(bytes: number): string {
 /** One line per category with live bytes, and the totals against the budget. */
 export function describeLedger(ledger: MemoryLedger): string {
   const rows = MEMORY_CATEGORIES.map((c) =>
-    `  ${c.padEnd(12)} live ${formatBytes(ledger.live[c]).padStart(11)}  peak ${
+    `  ${c.padEnd(15)} live ${formatBytes(ledger.live[c]).padStart(11)}  peak ${
       formatBytes(ledger.peak[c]).padStart(11)
     }`
   );
   rows.push(
-    `  ${"total".padEnd(12)} live ${formatBytes(ledger.liveTotal).padStart(11)}  peak ${
+    `  ${"total".padEnd(15)} live ${formatBytes(ledger.liveTotal).padStart(11)}  peak ${
       formatBytes(ledger.peakTotal).padStart(11)
     }  budget ${formatBytes(ledger.budget)}`,
   );

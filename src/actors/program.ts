@@ -10,7 +10,7 @@
 import { ProgramError } from "../errors.ts";
 import type { CoreCoord, Topology } from "../topology/topology.ts";
 import type { Tag } from "./core_machine.ts";
-import { isMemoryCategory, type MemoryCategory } from "./memory_ledger.ts";
+import { isMemoryCategory, MEMORY_CATEGORIES, type MemoryCategory } from "./memory_ledger.ts";
 
 /** Number formats the compute clock distinguishes. */
 export type Dtype = "f32" | "bf16";
@@ -59,7 +59,7 @@ export interface Message<P = unknown> {
 }
 
 /** What an operation asks for. */
-export type OperationKind = "compute" | "alloc" | "free" | "send" | "flush" | "recv";
+export type OperationKind = "compute" | "alloc" | "free" | "send" | "flush" | "recv" | "call";
 
 // Only this module can build operations: the constructor demands this token, so a program
 // cannot forge one (say through `op.constructor`) with arguments nobody checked.
@@ -125,9 +125,9 @@ export class Operation<R = unknown> implements IterableIterator<Operation, R, un
     readonly category: MemoryCategory,
   ) {
     if (token !== ISSUE) throw new ProgramError("operations are built by the core handle only");
+    // The handle checked these fields; they are readonly (not frozen: freezing every one of
+    // millions of operations cost a tenth of a pod-scale run).
     this.#issuer = issuer;
-    // The handle checked these fields; frozen, a program cannot change them before they run.
-    Object.freeze(this);
   }
 
   /** `yield*` starts here. An operation runs once: a second `yield*` would silently do nothing. */
@@ -140,6 +140,14 @@ export class Operation<R = unknown> implements IterableIterator<Operation, R, un
     return this;
   }
 
+  /**
+   * A call's sub-program threw: `yield*` passes the exception here, and it goes on into the
+   * program at its `yield*`, as if the sub-program had been delegated to directly.
+   */
+  throw(error: unknown): IteratorResult<Operation, R> {
+    throw error;
+  }
+
   /** First call: hand this request to the runtime. Second: return the runtime's answer. */
   next(answer?: unknown): IteratorResult<Operation, R> {
     if (this.#yielded) return { value: answer as R, done: true };
@@ -148,17 +156,69 @@ export class Operation<R = unknown> implements IterableIterator<Operation, R, un
   }
 }
 
-/**
- * For the runtime: the handle that built `op`, or undefined when `op` is not an operation or
- * was already taken. Taking it consumes it, so no operation runs twice.
- */
-export function takeOperation(op: unknown): ProgramHandle | undefined {
-  return isOperation(op) ? claim(op) : undefined;
-}
-
 /** Whether `value` is an operation built by a core handle (a brand check, Proxy-safe). */
 export function isHandleOperation(value: unknown): value is Operation {
   return isOperation(value);
+}
+
+/**
+ * A core's running program with the sub-programs it called ({@linkcode CoreHandle.call}): the
+ * runtime and the explorer step this instead of the program's generator. It runs calls itself
+ * (pushing the sub-program, resuming the caller with its return value or its exception) and
+ * hands back every other operation, after checking it is one of `handle`'s.
+ */
+export class ProgramStack {
+  readonly #stack: ProgramGenerator<unknown>[];
+  readonly #handle: ProgramHandle;
+
+  constructor(program: ProgramGenerator<unknown>, handle: ProgramHandle) {
+    this.#stack = [program];
+    this.#handle = handle;
+  }
+
+  /**
+   * Resumes the program with `value`; returns its next operation other than a call (taken:
+   * its issuer is cleared, so no operation runs twice), whatever else it yielded, or its end.
+   */
+  next(value: unknown): IteratorResult<unknown, unknown> {
+    const stack = this.#stack;
+    let error: unknown;
+    let throwing = false;
+    for (;;) {
+      const top = stack[stack.length - 1];
+      let next: IteratorResult<unknown, unknown>;
+      try {
+        next = throwing ? top.throw(error) : top.next(value);
+      } catch (e) {
+        stack.pop();
+        if (stack.length === 0) throw e;
+        [throwing, error] = [true, e];
+        continue;
+      }
+      throwing = false;
+      if (next.done) {
+        if (stack.length === 1) return next;
+        stack.pop();
+        value = next.value;
+        continue;
+      }
+      const op = next.value;
+      if (!isOperation(op)) return next;
+      const issuer = claim(op);
+      if (issuer !== this.#handle) {
+        // Not ours to run: give the runtime something that says why.
+        return { done: false, value: new Refused(op, issuer) };
+      }
+      if (op.kind !== "call") return next;
+      stack.push(op.payload as ProgramGenerator<unknown>);
+      value = undefined;
+    }
+  }
+}
+
+/** An operation the stack would not run (already taken, or another core's): for the error. */
+export class Refused {
+  constructor(readonly op: Operation, readonly issuer: ProgramHandle | undefined) {}
 }
 
 /** A running program: yields operations, receives their results. */
@@ -202,6 +262,12 @@ export interface CoreHandle {
   /** Frees HBM allocated earlier in the same category. */
   free(bytes: number, category: MemoryCategory, label?: string): Operation<void>;
   /**
+   * Runs a sub-program and evaluates to what it returns, like `yield*` on it, but its
+   * operations go straight to the runtime instead of through every generator above it: for a
+   * sub-program of many operations (a collective) under a deep call chain.
+   */
+  call<R>(program: ProgramGenerator<R>): Operation<R>;
+  /**
    * Posts a message (a DMA): returns at once, the transfer runs over the links while the
    * program goes on. Typed-array payloads are copied at the send, as a DMA would.
    */
@@ -217,13 +283,21 @@ function where(handle: CoreHandle): string {
   return `core ${handle.id} at t=${handle.now()}s:`;
 }
 
+/**
+ * An operation's name in an error message. Built only when there is an error: the checks run
+ * on every one of millions of operations.
+ */
+type OpName = string | (() => string);
+const nameOf = (op: OpName) => (typeof op === "string" ? op : op());
+
 /** Checks `v` is a finite number >= 0 (an integer for byte counts). */
-function checkAmount(handle: CoreHandle, op: string, what: string, v: number): void {
+function checkAmount(handle: CoreHandle, op: OpName, what: string, v: number): void {
   const integer = what === "bytes" && op !== "compute";
   if (typeof v !== "number" || !Number.isFinite(v) || v < 0 || (integer && !Number.isInteger(v))) {
     throw new ProgramError(
-      `${where(handle)} ${op} ${what} must be a finite ${integer ? "integer" : "number"} >= 0, ` +
-        `got ${v}`,
+      `${where(handle)} ${nameOf(op)} ${what} must be a finite ${
+        integer ? "integer" : "number"
+      } >= 0, got ${v}`,
     );
   }
 }
@@ -247,11 +321,12 @@ function checkTag(handle: CoreHandle, op: string, tag: unknown): void {
   }
 }
 
-function checkCategory(handle: CoreHandle, op: string, category: unknown): void {
+function checkCategory(handle: CoreHandle, op: OpName, category: unknown): void {
   if (!isMemoryCategory(category)) {
     throw new ProgramError(
-      `${where(handle)} ${op} category "${String(category)}" is not one of weights, ` +
-        `activations, optimizer, gradients, temporaries, buffers`,
+      `${where(handle)} ${nameOf(op)} category "${String(category)}" is not one of ${
+        MEMORY_CATEGORIES.join(", ")
+      }`,
     );
   }
 }
@@ -368,14 +443,16 @@ export class ProgramHandle implements CoreHandle {
   }
 
   alloc(bytes: number, category: MemoryCategory, label: string = category): Operation<void> {
-    checkAmount(this, `alloc "${label}"`, "bytes", bytes);
-    checkCategory(this, `alloc "${label}"`, category);
+    const op = () => `alloc "${label}"`;
+    checkAmount(this, op, "bytes", bytes);
+    checkCategory(this, op, category);
     return this.#op("alloc", -1, "", undefined, bytes, 0, label, "bf16", 0, category);
   }
 
   free(bytes: number, category: MemoryCategory, label: string = category): Operation<void> {
-    checkAmount(this, `free "${label}"`, "bytes", bytes);
-    checkCategory(this, `free "${label}"`, category);
+    const op = () => `free "${label}"`;
+    checkAmount(this, op, "bytes", bytes);
+    checkCategory(this, op, category);
     return this.#op("free", -1, "", undefined, bytes, 0, label, "bf16", 0, category);
   }
 
@@ -389,12 +466,19 @@ export class ProgramHandle implements CoreHandle {
         `${where(this)} send to core ${to} needs options.bytes (the payload is not a typed array)`,
       );
     }
-    checkAmount(this, `send to core ${to}`, "bytes", bytes);
+    checkAmount(this, () => `send to core ${to}`, "bytes", bytes);
     return this.#op("send", to, tag, payload, bytes, 0, "", "bf16", 0);
   }
 
   flush(): Operation<void> {
     return this.#op("flush", -1, "", undefined, 0, 0, "flush", "bf16", 0);
+  }
+
+  call<R>(program: ProgramGenerator<R>): Operation<R> {
+    if (typeof (program as { next?: unknown } | null)?.next !== "function") {
+      throw new ProgramError(`${where(this)} call needs a generator (a sub-program)`);
+    }
+    return this.#op("call", -1, "", program, 0, 0, "call", "bf16", 0);
   }
 
   recv<P = unknown>(from: number, tag: Tag = ""): Operation<Message<P>> {

@@ -29,9 +29,10 @@ import {
   type Program,
   type ProgramGenerator,
   ProgramHandle,
+  ProgramStack,
+  Refused,
   runEndChecks,
   snapshotPayload,
-  takeOperation,
 } from "./program.ts";
 import { type TraceEvent, TraceRecorder } from "./trace.ts";
 
@@ -211,7 +212,7 @@ class CoreSlot {
   /** Row of this core in the runtime's number table. */
   readonly row: number;
   readonly handle: ProgramHandle;
-  gen!: ProgramGenerator;
+  gen!: ProgramStack;
   /** Messages that arrived before their receive, by channel; created on first use. */
   mailbox: Map<number, Envelope[]> | undefined = undefined;
   /** Latest arrival of this core's messages, by destination: keeps each pair in order. */
@@ -219,9 +220,9 @@ class CoreSlot {
   blockedOn: "compute" | "send" = "compute";
   /**
    * The core resumed but its actor has not been told: the RESUME is sent only if the program
-   * does something at this instant that needs an idle core (alloc, free, a failure); when it
-   * blocks again or finishes, that event goes straight from the blocked state (the idle visit
-   * would last no simulated time). This halves the actor events of a typical step.
+   * does something at this instant that needs an idle core (a failure); when it blocks again,
+   * finishes, allocates or frees, that event goes straight from the blocked state (the idle
+   * visit would last no simulated time). This halves the actor events of a typical step.
    */
   resumed = false;
   blockLabel = "";
@@ -334,7 +335,7 @@ class Runtime {
           ),
         );
       }
-      slot.gen = gen as ProgramGenerator;
+      slot.gen = new ProgramStack(gen as ProgramGenerator, slot.handle);
     }
   }
 
@@ -417,7 +418,10 @@ class Runtime {
     if (slot.resumed) {
       slot.resumed = false;
       const { type } = event;
-      if (type !== "COMPUTE" && type !== "RECV_WAIT" && type !== "SEND_WAIT" && type !== "FINISH") {
+      if (
+        type !== "COMPUTE" && type !== "RECV_WAIT" && type !== "SEND_WAIT" && type !== "FINISH" &&
+        type !== "ALLOC" && type !== "FREE"
+      ) {
         this.#num[slot.row + ACTOR_EVENTS]++;
         slot.actor.send({ type: "RESUME", at: this.#now });
       }
@@ -451,8 +455,9 @@ class Runtime {
         return;
       }
       const op = next.value;
-      const issuer = takeOperation(op);
-      if (issuer !== slot.handle) this.#refuse(slot, op, issuer);
+      // The stack took (claimed) every operation it hands over as this core's.
+      if (op instanceof Refused) this.#refuse(slot, op.op, op.issuer);
+      if (!isHandleOperation(op)) this.#refuse(slot, op, undefined);
       const { kind } = op as Operation;
       num[row + OPS]++;
       if (++this.#ops > this.#limits.maxOps) {

@@ -10,7 +10,7 @@
  * @module
  */
 
-import type { ProgramGenerator } from "../actors/program.ts";
+import type { Message, ProgramGenerator } from "../actors/program.ts";
 import type { GroupView } from "./groups.ts";
 import { directExchange, type Exchange } from "./rings.ts";
 import { block, blockLength, blockStart, pack, segment } from "./segments.ts";
@@ -191,7 +191,7 @@ function* torusPhases(
           }
         }
       }
-      yield* x.core.send(to, payload, { tag, bytes: elements * x.bytesPerElement });
+      yield x.core.send(to, payload, { tag, bytes: elements * x.bytesPerElement });
     }
     const keepKey = `a2a-keep:${done}`;
     let keep = g.memo.get(keepKey) as Int32Array<ArrayBuffer> | undefined;
@@ -206,7 +206,8 @@ function* torusPhases(
     }
     for (let t = 1; t < q; t++) {
       const from = line[(pos - t + q) % q];
-      const msg = yield* x.core.recv<Float32Array | undefined>(from, tag);
+      // Operations yielded directly, as in ringPasses: this loop runs 63 times per core of a pod.
+      const msg = (yield x.core.recv(from, tag)) as Message<Float32Array | undefined>;
       if (!input) continue;
       // The sender's origins: ours, moved to its coordinate on this axis.
       const value = of[g.rankOf[from]];

@@ -126,7 +126,7 @@ export function* runGradientReduce(
         at += lengths[i];
       });
     }
-    const reduced = yield* allReduce.run(core, combined);
+    const reduced = yield* core.call(allReduce.run(core, combined));
     if (reduced === undefined) continue;
     let at = 0;
     nodes.forEach((n, i) => {

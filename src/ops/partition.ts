@@ -218,7 +218,7 @@ export class PartitionedGraph {
     remat?: RematPlan,
   ): number {
     const state = params.reduce(
-      (n, p) => n + optimizer.stateBytes(this.shardings.get(p)!.localShape(p.shape), p.dtype),
+      (n, p) => n + optimizer.stateBytes(this.shardings.get(p)!.box(p.shape, 0).size, p.dtype),
       0,
     );
     return estimatePeakBytes(this.steps, this.#needed, this.#outputs, {

@@ -179,7 +179,7 @@ export function* runReshard(
       const front = [d, ...local.keys()].filter((v, i) => i === 0 || v !== d);
       const moved = x && permute(x, local, front);
       yield* copyCost(core, sizeOf(local), dtype, "reshard: transpose");
-      const gathered = yield* step.plan.run(core, moved);
+      const gathered = yield* core.call(step.plan.run(core, moved));
       // [n * local[d], others...] -> dim d back in place, cropped to the whole dim.
       const n = step.from.tiles[d];
       const stacked = [n * local[d], ...front.slice(1).map((i) => local[i])];
@@ -240,7 +240,7 @@ function* allToAllReshard(
   const front = [b, ...split.keys()].filter((v, i) => i === 0 || v !== b);
   const moved = data && permute(data, split, front);
   yield* copyCost(core, sizeOf(split), dtype, "reshard: transpose");
-  const received = yield* step.plan.run(core, moved);
+  const received = yield* core.call(step.plan.run(core, moved));
   // Received: [n senders (their coordinate along a), ...split without the chunk dim].
   const rest = split.filter((_, i) => i !== b);
   const recvShape = [n, ...rest];

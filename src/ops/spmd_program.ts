@@ -228,6 +228,16 @@ export function buildProgram(
       steps.map((s) => s.node),
     );
   }
+  // The keys under which a node's retiled tiles may be kept for reuse.
+  const keptKeys = new Map<Node, string[]>();
+  for (const step of steps) {
+    step.node.inputs.forEach((x, j) => {
+      if (!step.kept?.[j]) return;
+      const list = keptKeys.get(x) ?? [];
+      list.push(`${x.id}|${step.operands[j].key}`);
+      keptKeys.set(x, list);
+    });
+  }
   const {
     lastUse,
     freeAt,
@@ -243,7 +253,7 @@ export function buildProgram(
   } = scheduleOf(steps, needed, outputs, options);
   // Operations are yielded directly (`yield op`), not through `yield*`: this loop runs once
   // per node per core, millions of times on a pod, and every delegation level costs.
-  return function* (core: CoreHandle): ProgramGenerator {
+  return function* spmdCore(core: CoreHandle): ProgramGenerator {
     const tiles = new Map<Node, Float32Array | undefined>();
     const retiled = new Map<string, { tile: Float32Array | undefined; bytes: number }>();
     const clock: ComputeClock = { compute: 0 };
@@ -251,7 +261,7 @@ export function buildProgram(
     for (const step of resident) {
       const { node } = step;
       yield core.alloc(bytes[node.id], categories[node.id], node.name);
-      tiles.set(node, yield* runStep(core, step, tiles, feeds, retiled, false, clock));
+      tiles.set(node, yield* core.call(runStep(core, step, tiles, feeds, retiled, false, clock)));
     }
     let recomputed: Node[] = [];
     // Recomputes x (and whatever of its inputs was dropped too) from what is held.
@@ -261,7 +271,9 @@ export function buildProgram(
       const start = core.now();
       tiles.set(
         x,
-        yield* runStep(core, steps[x.id], tiles, feeds, retiled, deferred.has(x), clock),
+        yield* core.call(
+          runStep(core, steps[x.id], tiles, feeds, retiled, deferred.has(x), clock),
+        ),
       );
       recomputeTiming?.(core.id, x, core.now() - start);
       recomputed.push(x);
@@ -283,7 +295,9 @@ export function buildProgram(
       } else {
         tiles.set(
           node,
-          yield* runStep(core, step, tiles, feeds, retiled, deferred.has(node), clock),
+          // A call, not yield*: the step's operations (a collective's hundreds) go straight to
+          // the runtime instead of through every generator of the chain.
+          yield* core.call(runStep(core, step, tiles, feeds, retiled, deferred.has(node), clock)),
         );
       }
       timing?.(core.id, node, core.now() - start, clock.compute);
@@ -298,13 +312,16 @@ export function buildProgram(
           retiled.delete(key);
         }
       }
-      for (const x of retiled.size > 0 ? new Set(node.inputs) : []) {
-        if (lastUse.get(x) !== i) continue;
-        // Its retiled copies kept for reuse go with it.
-        for (const [key, { bytes: kept }] of retiled) {
-          if (!key.startsWith(`${x.id}|`)) continue;
-          yield core.free(kept, "temporaries", `${x.name} retiled`);
-          retiled.delete(key);
+      if (retiled.size > 0) {
+        for (const x of node.inputs) {
+          if (lastUse.get(x) !== i) continue;
+          // Its retiled copies kept for reuse go with it.
+          for (const key of keptKeys.get(x) ?? []) {
+            const held = retiled.get(key);
+            if (held === undefined) continue;
+            yield core.free(held.bytes, "temporaries", `${x.name} retiled`);
+            retiled.delete(key);
+          }
         }
       }
       const dead = freeList.get(i);
@@ -438,7 +455,9 @@ function* runStep(
     const elements = Math.max(...step.reshards[i].map((r) => sizeOf(r.to.localShape(x.shape))));
     const bytes = elements * BYTES_PER_ELEMENT[x.dtype];
     yield* core.alloc(bytes, "temporaries", `${x.name} retiled`);
-    const tile = yield* runReshard(core, step.reshards[i], x.shape, x.dtype, tiles.get(x));
+    const tile = yield* core.call(
+      runReshard(core, step.reshards[i], x.shape, x.dtype, tiles.get(x)),
+    );
     operands.push(tile);
     if (step.kept?.[i]) {
       const kept = sizeOf(step.operands[i].localShape(x.shape)) * BYTES_PER_ELEMENT[x.dtype];
@@ -514,8 +533,9 @@ function* runLocal(
   }
   clock.compute += yield* core.compute({ flops, bytes, dtype: node.dtype, label: node.op.kind });
   // A deferred AllReduce leaves the tile a partial sum: the caller reduces it, combined.
-  if (step.reduce && !deferReduce) out = yield* step.reduce.run(core, out);
-  return yield* runReshard(core, step.after, node.shape, node.dtype, out);
+  if (step.reduce && !deferReduce) out = yield* core.call(step.reduce.run(core, out));
+  if (step.after.length === 0) return out;
+  return yield* core.call(runReshard(core, step.after, node.shape, node.dtype, out));
 }
 
 /** The op's attributes for one core's tile: dropout's mask window is where the tile sits. */
