@@ -254,7 +254,9 @@ export {
   type PartitionOptions,
   type PartitionStep,
   type PermuteLoop,
+  type TrainStepResult,
 } from "./src/ops/partition.ts";
+export { type ProgramOptions, type RematPlan } from "./src/ops/spmd_program.ts";
 export {
   CapacityOverflowError,
   type ExpertLoad,
@@ -270,3 +272,31 @@ export {
 export { gate, type GateAttrs, type GateNodes, type GateObserver } from "./src/moe/gate_ops.ts";
 export { type MoeLayer, moeLayer, type MoeLayerOptions, type MoeParams } from "./src/moe/layer.ts";
 export { type MoeCosts, moeCosts, type MoeStatistics, RoutingRecorder } from "./src/moe/stats.ts";
+export {
+  buildTransformer,
+  type TransformerConfig,
+  type TransformerGraph,
+} from "./src/moe/transformer.ts";
+export {
+  classifyNodes,
+  STEP_CLASSES,
+  stepBreakdown,
+  type StepClass,
+} from "./src/moe/step_breakdown.ts";
+export {
+  PAPER_ARCHITECTURE,
+  PAPER_PRESETS,
+  type PaperConfig,
+  paperConfig,
+  type PaperOverrides,
+  type PaperPreset,
+} from "./src/paper/presets.ts";
+export {
+  PAPER_MEMORY_CATEGORIES,
+  type PaperStepOptions,
+  type PaperStepReport,
+  REMAT_POLICIES,
+  type RematPolicy,
+  simulateConfig,
+  simulatePaperStep,
+} from "./src/paper/simulate.ts";

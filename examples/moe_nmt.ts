@@ -788,8 +788,9 @@ export function formatReport(r: NmtReport): string[] {
     );
   }
   out.push(
-    "  (forward and backward of each class; steps that all-reduce weight gradients count as " +
-      "gradient AllReduce; optimizer = the step's time after the graph, incl. gradient retiling)",
+    "  (forward and backward of each class, core 0's timeline; the replicated weights' " +
+      "gradients are all-reduced in one combined AllReduce; other collectives = the losses' " +
+      "AllReduces; optimizer = the rest of the step, incl. gradient retiling)",
   );
   out.push("");
   out.push(

@@ -317,10 +317,18 @@ test("a model whose activations exceed 16 GiB per core runs out of memory withou
   const auto = simulateConfig(DEEP, "auto");
   assert.equal(auto.status, "completed");
   assert.equal(auto.rematPolicy, "auto");
-  assert.equal(auto.remat, "full");
+  assert.notEqual(auto.remat, "none");
+  assert.ok(auto.recomputedNodes > 0);
   assert.ok(auto.peakMemoryBytesPerCore < 16 * GiB, `${auto.peakMemoryBytesPerCore / GiB} GiB`);
   assert.ok(auto.breakdownSeconds.recompute > 0);
   assertBreakdown(auto);
+  // "full" recomputes all it may: at least as much as auto chose, for less memory and more time.
+  const full = simulateConfig(DEEP, "full");
+  assert.equal(full.remat, "full");
+  assert.ok(full.recomputedNodes >= auto.recomputedNodes);
+  assert.ok(full.peakMemoryBytesPerCore <= auto.peakMemoryBytesPerCore);
+  assert.ok(full.stepSeconds >= auto.stepSeconds);
+  assertBreakdown(full);
 });
 
 test("auto keeps every activation when the estimated peak fits", () => {
@@ -399,4 +407,33 @@ test("examples/paper_scale.ts --model 128E-12L --json prints the report, its bre
   const days = (r.stepSeconds * (1e12 / M)) / 86_400;
   assert.ok(Math.abs(r.daysFor1TTokens - days) <= 1e-9 * days);
   assert.ok(Math.abs(r.coreYearsFor1TTokens - (days * 128) / 365) <= 1e-9 * days);
+});
+
+test("MoE(2048E, 60L)'s per-core step does not fit 16 GiB without remat; auto recomputes and fits", () => {
+  // The preset on 8 cores with its per-core shapes: 2048 tokens per core in 2 groups of 1024,
+  // one expert per core with 2 x 2048 capacity slots (C = 2S/E), the paper's widths and depth.
+  // Only the router's [M, E] weights and [S, E] logits are smaller than on 2048 cores, so this
+  // is a lower bound of the real preset's memory.
+  const preset = paperConfig("2048E-60L");
+  const config: PaperConfig = {
+    ...preset,
+    experts: 8,
+    cores: 8,
+    slice: "v3-8",
+    batchTokens: 8 * 2048,
+    sentences: (8 * 2048) / preset.sequenceLength,
+    groups: 16,
+    capacity: Math.ceil((2 * preset.groupSize) / 8),
+  };
+  const none = simulateConfig(config, "none");
+  assert.equal(none.status, "out_of_memory");
+  assert.ok(
+    none.estimatedPeakWithoutRematBytes > 16 * GiB,
+    `${none.estimatedPeakWithoutRematBytes / GiB} GiB`,
+  );
+  const auto = simulateConfig(config, "auto");
+  assert.equal(auto.status, "completed");
+  assert.notEqual(auto.remat, "none");
+  assert.ok(auto.peakMemoryBytesPerCore < 16 * GiB, `${auto.peakMemoryBytesPerCore / GiB} GiB`);
+  assert.ok(auto.breakdownSeconds.recompute > 0);
 });

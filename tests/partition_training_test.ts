@@ -26,6 +26,7 @@ import { buildTransformer, type TransformerConfig } from "../src/moe/transformer
 import type { PartitionedGraph, TrainStepResult } from "../src/ops/partition.ts";
 import type { RematPlan } from "../src/ops/spmd_program.ts";
 import { assertClose, feedsFor as randomFeeds } from "./_partition_helpers.ts";
+import { transformerFeeds } from "./_transformer_feeds.ts";
 import { test } from "./_test.ts";
 
 const V3_8 = sliceTopology("v3-8");
@@ -178,33 +179,6 @@ const CONFIG: TransformerConfig = {
   groupSize: 8,
 };
 
-/** Weights, token ids and masks for the model (token ids are whole numbers in range). */
-function transformerFeeds(m: ReturnType<typeof buildTransformer>): Record<string, Float32Array> {
-  let seed = 11;
-  const next = () => (seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32;
-  const { batch: B, sourceLength: Ls, targetLength: Lt } = CONFIG;
-  const feeds: Record<string, Float32Array> = {};
-  for (const p of m.params) {
-    feeds[p.name] = Float32Array.from(
-      { length: p.size },
-      () => (p.name.includes("norm") ? 1 : (next() * 2 - 1) * 0.3),
-    );
-  }
-  const ids = (n: number, v: number) =>
-    Float32Array.from({ length: n }, () => 1 + Math.floor(next() * (v - 1)));
-  feeds.source = ids(B * Ls, CONFIG.sourceVocabulary);
-  feeds.target_in = ids(B * Lt, CONFIG.targetVocabulary);
-  feeds.target_out = ids(B * Lt, CONFIG.targetVocabulary);
-  feeds.target_mask = Float32Array.from({ length: B * Lt }, (_, i) => (i % Lt < 3 ? 1 : 0));
-  feeds.encoder_mask = new Float32Array(B * Ls * Ls);
-  feeds.decoder_mask = Float32Array.from(
-    { length: B * Lt * Lt },
-    (_, i) => ((i % Lt) <= Math.floor(i / Lt) % Lt ? 0 : -1e9),
-  );
-  feeds.cross_mask = new Float32Array(B * Lt * Ls);
-  return feeds;
-}
-
 /** The model on the v3-8 and its plan (a fresh plan: each keeps its own optimizer state). */
 function shardedModel() {
   const model = buildTransformer(new Graph(), { ...CONFIG, cores: 8 });
@@ -228,7 +202,7 @@ test("the MoE Transformer with groups of two sentences trains on 8 cores to the 
     assert.equal(s.collectives.length, 0);
     assert.match(s.strategy, /leading dim regrouped, evenly split/);
   }
-  const feeds = transformerFeeds(single);
+  const feeds = transformerFeeds(single, CONFIG, { seed: 11, kept: 3 });
   const optimizer = adam({ learningRate: 0.01 });
   const out = plan.train(feeds, {
     optimizer,
@@ -255,7 +229,7 @@ function transformerStep(remat: boolean): {
 } {
   const { model, plan } = shardedModel();
   const rematPlan = plan.rematerialisable(model.loss, model.checkpoints);
-  const step = plan.train(transformerFeeds(model), {
+  const step = plan.train(transformerFeeds(model, CONFIG, { seed: 11, kept: 3 }), {
     optimizer: adafactor(),
     params: model.params,
     grads: model.grads!,

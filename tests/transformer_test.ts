@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { evaluate, Graph, OptionsError, partition, sliceTopology } from "../mod.ts";
 import { buildTransformer, type TransformerConfig } from "../src/moe/transformer.ts";
 import { test } from "./_test.ts";
+import { transformerFeeds } from "./_transformer_feeds.ts";
 
 const CONFIG: TransformerConfig = {
   batch: 8,
@@ -19,38 +20,10 @@ const CONFIG: TransformerConfig = {
   gate: { secondPolicy: "all" },
 };
 
-function feedsFor(m: ReturnType<typeof buildTransformer>): Record<string, Float32Array> {
-  let seed = 5;
-  const next = () => (seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32;
-  const { batch: B, sourceLength: Ls, targetLength: Lt } = CONFIG;
-  const feeds: Record<string, Float32Array> = {};
-  for (const p of m.params) {
-    feeds[p.name] = Float32Array.from(
-      { length: p.size },
-      () => (p.name.includes("norm") ? 1 : (next() * 2 - 1) * 0.3),
-    );
-  }
-  const ids = (n: number, v: number) =>
-    Float32Array.from({ length: n }, () => 1 + Math.floor(next() * (v - 1)));
-  feeds.source = ids(B * Ls, CONFIG.sourceVocabulary);
-  feeds.target_in = ids(B * Lt, CONFIG.targetVocabulary);
-  feeds.target_out = ids(B * Lt, CONFIG.targetVocabulary);
-  feeds.target_mask = Float32Array.from({ length: B * Lt }, (_, i) => (i % Lt < 4 ? 1 : 0));
-  const causal = (T: number, S: number) =>
-    Float32Array.from(
-      { length: B * T * S },
-      (_, i) => ((i % S) <= Math.floor(i / S) % T ? 0 : -1e9),
-    );
-  feeds.encoder_mask = new Float32Array(B * Ls * Ls);
-  feeds.decoder_mask = causal(Lt, Lt);
-  feeds.cross_mask = new Float32Array(B * Lt * Ls);
-  return feeds;
-}
-
 test("the sharded MoE Transformer gives the single-core loss and gradients on the same weights and batch", () => {
   const single = buildTransformer(new Graph(), CONFIG);
   const sharded = buildTransformer(new Graph(), { ...CONFIG, cores: 8 });
-  const feeds = feedsFor(single);
+  const feeds = transformerFeeds(single, CONFIG);
   const reference = evaluate(single.graph, feeds);
   const plan = partition(sharded.graph, sliceTopology("v3-8"), {
     outputs: [sharded.loss, ...sharded.grads!],

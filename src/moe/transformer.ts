@@ -31,8 +31,9 @@ export interface TransformerConfig {
   readonly sourceLength: number;
   /** Target positions (BOS + target, or target + EOS). */
   readonly targetLength: number;
-  /** Source and target vocabulary sizes. */
+  /** Source vocabulary size. */
   readonly sourceVocabulary: number;
+  /** Target vocabulary size. */
   readonly targetVocabulary: number;
   /** Model width M. */
   readonly dModel: number;
@@ -73,6 +74,7 @@ export interface TransformerConfig {
 
 /** The model's graph: inputs, parameters and outputs. */
 export interface TransformerGraph {
+  /** The graph the model was built on. */
   readonly graph: Graph;
   /** Inputs fed per step: ids and masks. */
   readonly inputs: Readonly<

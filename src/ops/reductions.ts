@@ -11,7 +11,7 @@
  */
 
 import { ShapeError } from "../errors.ts";
-import { scale } from "./elementwise.ts";
+import { mul, scale } from "./elementwise.ts";
 import type { Node, OpDef } from "./graph.ts";
 import { indexMap } from "./layout.ts";
 import { axisOf, type Shape, showShape, sizeOf, stridesOf } from "./shape.ts";
@@ -265,49 +265,18 @@ export function broadcastAxes(a: Node, shape: Shape, axes: readonly number[]): N
 // ---------------------------------------------------------------------------------------------
 // weighted mean
 
-function weightedSums(x: Float32Array | undefined, w: Float32Array): [number, number] {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < w.length; i++) {
-    den += w[i];
-    if (x !== undefined) num += x[i] * w[i];
-  }
-  return [num, den];
-}
-
-const WEIGHTED_MEAN: OpDef<null> = {
-  kind: "weighted_mean",
-  shape: ([x, w], _a, names) => {
-    if (x.length !== w.length || x.some((d, i) => d !== w[i])) {
-      throw new ShapeError(
-        `weighted_mean: weights ${names[1]} must have the shape of ${names[0]}`,
-      );
+/** a / b of two scalars, 0 when b is 0. The gradient flows to `a` only. */
+const RATIO: OpDef<null> = {
+  kind: "ratio",
+  shape: ([a, b], _attrs, names) => {
+    if (a.length !== 0 || b.length !== 0) {
+      throw new ShapeError(`ratio: ${names[0]} and ${names[1]} must be scalars`);
     }
     return [];
   },
-  run: ([x, w]) => {
-    const [num, den] = weightedSums(x, w);
-    return Float32Array.of(den === 0 ? 0 : num / den);
-  },
-  cost: ([x]) => ({ flops: 3 * sizeOf(x), elements: 2 * sizeOf(x) + 1 }),
-  vjp: (
-    node,
-    gout,
-  ) => [node.graph.apply(WEIGHTED_MEAN_GRAD, [node.inputs[1], gout], null), undefined],
-};
-
-const WEIGHTED_MEAN_GRAD: OpDef<null> = {
-  kind: "weighted_mean_grad",
-  shape: ([w, g], _a, names) => {
-    if (g.length !== 0) throw new ShapeError(`weighted_mean_grad: ${names[1]} must be a scalar`);
-    return w;
-  },
-  run: ([w, g]) => {
-    const [, den] = weightedSums(undefined, w);
-    const f = den === 0 ? 0 : g[0] / den;
-    return Float32Array.from(w, (v) => v * f);
-  },
-  cost: ([w]) => ({ flops: 2 * sizeOf(w), elements: 3 * sizeOf(w) + 1 }),
+  run: ([a, b]) => Float32Array.of(b[0] === 0 ? 0 : a[0] / b[0]),
+  cost: () => ({ flops: 1, elements: 3 }),
+  vjp: (node, gout) => [node.graph.apply(RATIO, [gout, node.inputs[1]], null), undefined],
 };
 
 /**
@@ -325,5 +294,10 @@ const WEIGHTED_MEAN_GRAD: OpDef<null> = {
  * ```
  */
 export function weightedMean(x: Node, w: Node): Node {
-  return x.graph.apply(WEIGHTED_MEAN, [x, w], null);
+  if (x.rank !== w.rank || x.shape.some((d, i) => d !== w.shape[i])) {
+    throw new ShapeError(`weighted_mean: weights ${w} must have the shape of ${x}`);
+  }
+  // Built from sums, so that a partitioned graph sums locally and all-reduces two scalars
+  // instead of gathering the whole tensor on every core.
+  return x.graph.apply(RATIO, [sum(mul(x, w)), sum(w)], null);
 }

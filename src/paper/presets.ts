@@ -46,8 +46,23 @@ export const PAPER_PRESETS: readonly PaperPreset[] = Object.freeze([
   { name: "2048E-60L", experts: 2048, layers: 60, batchTokens: 4 * M, paperParameters: "1T" },
 ]);
 
-/** The architecture every preset shares (GShard section 1 of the reference notes). */
-export const PAPER_ARCHITECTURE = Object.freeze({
+/**
+ * The architecture every preset shares (GShard section 1 of the reference notes).
+ *
+ * @example
+ * ```ts
+ * import { PAPER_ARCHITECTURE } from "./presets.ts";
+ * console.log(PAPER_ARCHITECTURE.heads * PAPER_ARCHITECTURE.headDim); // 2048
+ * ```
+ */
+export const PAPER_ARCHITECTURE: Readonly<{
+  dModel: number;
+  hidden: number;
+  heads: number;
+  headDim: number;
+  sourceVocabulary: number;
+  targetVocabulary: number;
+}> = Object.freeze({
   dModel: 1024,
   hidden: 8192,
   heads: 16,
@@ -94,11 +109,17 @@ export interface PaperConfig extends PaperPreset {
   readonly groups: number;
   /** Expert capacity per group. */
   readonly capacity: number;
+  /** Model width M (1024). */
   readonly dModel: number;
+  /** FFN and expert hidden width H (8192). */
   readonly hidden: number;
+  /** Attention heads (16). */
   readonly heads: number;
+  /** Width of each head (128). */
   readonly headDim: number;
+  /** Source vocabulary (64k). */
   readonly sourceVocabulary: number;
+  /** Target vocabulary (32k). */
   readonly targetVocabulary: number;
 }
 

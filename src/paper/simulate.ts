@@ -13,7 +13,8 @@ import { OptionsError } from "../errors.ts";
 import type { MemoryCategory } from "../actors/memory_ledger.ts";
 import { stepBreakdown, type StepClass } from "../moe/step_breakdown.ts";
 import { buildTransformer } from "../moe/transformer.ts";
-import { Graph } from "../ops/graph.ts";
+import { Graph, type Node } from "../ops/graph.ts";
+import { BYTES_PER_ELEMENT } from "../ops/shape.ts";
 import { adafactor } from "../ops/optimizers.ts";
 import { partition } from "../ops/partition.ts";
 import type { RematPlan } from "../ops/spmd_program.ts";
@@ -32,7 +33,8 @@ export interface PaperStepOptions extends PaperOverrides {
    * "none" keeps every forward activation the backward pass needs (the run ends out of memory
    * when they do not fit); "full" keeps only each block's residual input (and what collectives
    * produced) and recomputes the rest in the backward pass, charging the time; "auto" (the
-   * default) is "none" when the schedule's estimated peak fits the core's HBM, else "full".
+   * default) recomputes nothing when the schedule's estimated peak fits the core's HBM with
+   * a tenth to spare, else the fewest of the largest activations that make it fit (or all).
    */
   readonly remat?: RematPolicy;
 }
@@ -58,20 +60,64 @@ const LEDGER_CATEGORY: Record<typeof PAPER_MEMORY_CATEGORIES[number], MemoryCate
   buffers: "buffers",
 };
 
+/**
+ * The share of HBM the schedule's estimate may fill when "auto" chooses: the estimate leaves out
+ * retiled temporaries and the transients of recomputation.
+ */
+const HEADROOM = 0.9;
+
+/**
+ * "auto": no remat when the estimate fits; else the largest recomputable activations, as few as
+ * make the estimate fit (a binary search over how many, largest first); else all of them.
+ */
+function chooseRemat(
+  plan: ReturnType<typeof partition>,
+  full: RematPlan,
+  estimateWith: (remat: RematPlan) => number,
+  { estimate, budget }: { estimate: number; budget: number },
+): RematPlan | undefined {
+  const limit = budget * HEADROOM;
+  if (estimate <= limit) return undefined;
+  const bytes = (n: Node) =>
+    plan.shardings.get(n)!.localShape(n.shape).reduce((a, b) => a * b, 1) *
+    BYTES_PER_ELEMENT[n.dtype];
+  const largest = [...full.recompute].sort((a, b) => bytes(b) - bytes(a) || a.id - b.id);
+  const first = (k: number): RematPlan => ({
+    recompute: new Set(largest.slice(0, k)),
+    backwardFrom: full.backwardFrom,
+  });
+  if (estimateWith(full) > limit) return full;
+  let [lo, hi] = [1, largest.length]; // the smallest k that fits is in [lo, hi]
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (estimateWith(first(mid)) <= limit) hi = mid;
+    else lo = mid + 1;
+  }
+  return hi === largest.length ? full : first(hi);
+}
+
 /** What one simulated step reports (also the `--json` object of examples/paper_scale.ts). */
 export interface PaperStepReport {
+  /** The preset's name. */
   readonly model: string;
+  /** Core actors simulated. */
   readonly cores: number;
+  /** The slice, e.g. "v3-2048". */
   readonly slice: string;
+  /** The resolved configuration. */
   readonly config: PaperConfig;
   /** Parameters of the built model (compare `config.paperParameters`). */
   readonly parameters: number;
   /** "completed", or "out_of_memory" (with `error` holding the ledger). */
   readonly status: "completed" | "out_of_memory";
+  /** Why the run failed, with the ledger of the core that ran out. */
   readonly error?: string;
-  /** The policy asked for and the one used. */
+  /** The remat policy asked for. */
   readonly rematPolicy: RematPolicy;
-  readonly remat: "none" | "full";
+  /** What was recomputed: nothing, the largest activations ("auto"), or all it may. */
+  readonly remat: "none" | "partial" | "full";
+  /** Forward activations recomputed in the backward pass. */
+  readonly recomputedNodes: number;
   /** The schedule's estimated peak per core without remat (what "auto" decided on). */
   readonly estimatedPeakWithoutRematBytes: number;
   /** Simulated step time. */
@@ -84,20 +130,27 @@ export interface PaperStepReport {
   readonly breakdownSeconds: Record<StepClass, number>;
   /** Peak bytes per category on the core with the highest peak. */
   readonly memoryBytesPerCore: Record<typeof PAPER_MEMORY_CATEGORIES[number], number>;
+  /** The highest peak of any core, all categories at once. */
   readonly peakMemoryBytesPerCore: number;
+  /** HBM per core (16 GiB). */
   readonly budgetBytesPerCore: number;
-  /** Training on 1T tokens at this step time. */
+  /** Days to train on 1T tokens at this step time. */
   readonly daysFor1TTokens: number;
+  /** Core-years to train on 1T tokens (days x cores / 365). */
   readonly coreYearsFor1TTokens: number;
-  /** Messages and bytes moved between cores in the step; FLOPs of all cores. */
+  /** Messages between cores in the step. */
   readonly messages: number;
+  /** Bytes moved between cores in the step. */
   readonly bytesMoved: number;
+  /** FLOPs of all cores in the step. */
   readonly flops: number;
   /** Combined gradient AllReduces (one per replica-group set). */
   readonly gradientAllReduces: number;
   /** Wall time of the simulation: building and partitioning the graph, running the step. */
   readonly wallSeconds: number;
+  /** Of the wall time: building and partitioning the graph. */
   readonly buildSeconds: number;
+  /** Of the wall time: running the step on the core actors. */
   readonly runSeconds: number;
 }
 
@@ -160,19 +213,27 @@ export function simulateConfig(
   const budget = hw.hbmBytesPerCore;
   const estimate = plan.estimateTrainingPeak(optimizer, built.params, grads);
   const full = plan.rematerialisable(built.loss, built.checkpoints);
-  let remat: "none" | "full" = policy === "full" || (policy === "auto" && estimate > budget)
-    ? "full"
-    : "none";
+  const chosen = policy === "none"
+    ? undefined
+    : policy === "full"
+    ? full
+    : chooseRemat(plan, full, (r) => plan.estimateTrainingPeak(optimizer, built.params, grads, r), {
+      estimate,
+      budget,
+    });
   const buildSeconds = (performance.now() - t0) / 1000;
   const tRun = performance.now();
   const run = (plan_: RematPlan | undefined) =>
     plan.train(undefined, { optimizer, params: built.params, grads, step: 1, remat: plan_ });
-  let step = run(remat === "full" ? full : undefined);
-  if (step.result.status === "out_of_memory" && policy === "auto" && remat === "none") {
-    // The estimate leaves temporaries out: it fitted on paper but not on the cores.
-    remat = "full";
-    step = run(full);
+  let used = chosen;
+  let step = run(used);
+  if (step.result.status === "out_of_memory" && policy === "auto" && used !== full) {
+    // The estimate leaves retiled temporaries and recomputation's transients out: what fitted
+    // on paper did not on the cores. Recompute everything.
+    used = full;
+    step = run(used);
   }
+  const remat = used === undefined ? "none" : used === full ? "full" : "partial";
   const runSeconds = (performance.now() - tRun) / 1000;
   const { result } = step;
   if (result.status === "deadlocked") throw result.error;
@@ -201,6 +262,7 @@ export function simulateConfig(
     ...(result.status === "out_of_memory" ? { error: result.error.message } : {}),
     rematPolicy: policy,
     remat,
+    recomputedNodes: used?.recompute.size ?? 0,
     estimatedPeakWithoutRematBytes: estimate,
     stepSeconds,
     rooflineStepSeconds,
