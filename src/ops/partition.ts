@@ -209,7 +209,8 @@ export class PartitionedGraph {
   /**
    * The peak bytes per core a training step of `params` with `optimizer` will need, from the
    * schedule alone (resident parameters and optimizer state, and the tiles live at once;
-   * retiled temporaries left out): what a rematerialisation policy decides on.
+   * retiled temporaries and the tiles a recomputation brings back are left out, so it can be
+   * low by those): what a rematerialisation policy decides on.
    */
   estimateTrainingPeak(
     optimizer: Optimizer,
