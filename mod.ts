@@ -292,6 +292,7 @@ export {
   type PaperPreset,
 } from "./src/paper/presets.ts";
 export {
+  checkPaperConfig,
   PAPER_MEMORY_CATEGORIES,
   type PaperStepOptions,
   type PaperStepReport,

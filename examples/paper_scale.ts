@@ -15,10 +15,12 @@
  */
 
 import { parseArgs } from "node:util";
+import { PodsimError } from "../mod.ts";
 import { formatBytes } from "../src/actors/memory_ledger.ts";
 import { STEP_CLASSES } from "../src/moe/step_breakdown.ts";
 import { PAPER_PRESETS, paperConfig, type PaperOverrides } from "../src/paper/presets.ts";
 import {
+  checkPaperConfig,
   PAPER_MEMORY_CATEGORIES,
   type PaperStepReport,
   REMAT_POLICIES,
@@ -86,8 +88,8 @@ export function parsePaperArgs(args: readonly string[]): PaperArgs {
       : {}),
   };
   const models = values.all ? PAPER_PRESETS.map((p) => p.name) : [values.model ?? ""];
-  // Every model's configuration is checked before the first one runs.
-  if (!help) { for (const m of models) paperConfig(m, overrides); }
+  // Every model's configuration is checked, and its graph built, before the first one runs.
+  if (!help) { for (const m of models) checkPaperConfig(paperConfig(m, overrides)); }
   return {
     models,
     remat: oneOf("--remat", values.remat, REMAT_POLICIES),
@@ -155,6 +157,7 @@ export function main(
   args: readonly string[],
   print: (line: string) => void = console.log,
   fail: (line: string) => void = console.error,
+  progress: (line: string) => void = console.error,
 ): number {
   let parsed: PaperArgs;
   try {
@@ -168,7 +171,17 @@ export function main(
   }
   const reports: PaperStepReport[] = [];
   for (const model of parsed.models) {
-    const report = simulatePaperStep(model, { ...parsed.overrides, remat: parsed.remat });
+    // A 2048-core step takes minutes of wall time: say what is running.
+    if (!parsed.json) progress(`${model}: simulating one training step ...`);
+    let report: PaperStepReport;
+    try {
+      report = simulatePaperStep(model, { ...parsed.overrides, remat: parsed.remat });
+    } catch (e) {
+      if (!(e instanceof PodsimError)) throw e;
+      fail(`${model}: the run failed: ${e.message}`);
+      return 1;
+    }
+    if (!parsed.json) progress(`${model}: done in ${report.wallSeconds.toFixed(1)} s`);
     reports.push(report);
     if (parsed.json) {
       const { config, ...rest } = report;

@@ -201,3 +201,12 @@ test("applyCoreEvent returns a new context and leaves the old one untouched", ()
   assert.equal(before.ledger.live.buffers, 0);
   assert.equal(after.ledger.live.buffers, 8);
 });
+
+test("a waiting core that resumes by allocating is idle and waits for nothing", () => {
+  const core = createActor(coreLogic, { input }).start();
+  core.send({ type: "RECV_WAIT", at: 1, from: 1, tag: "t" });
+  assert.deepEqual(core.getSnapshot().context.waitingFor, { from: 1, tag: "t" });
+  core.send({ type: "ALLOC", at: 2, bytes: 8, category: "buffers" });
+  assert.equal(core.getSnapshot().value, "idle");
+  assert.equal(core.getSnapshot().context.waitingFor, undefined);
+});

@@ -155,6 +155,15 @@ test("weightedMean averages over the positions with weight and ignores padding",
   assert.deepEqual(Array.from(zero.get(dx)!), [0, 0, 0, 0]);
 });
 
+test("weightedMean's weights are data: asked for, their gradient is zero", () => {
+  const g = new Graph();
+  const x = g.input("x", [3]);
+  const w = g.input("w", [3]);
+  const [, dw] = grad(weightedMean(x, w), [x, w]);
+  const values = evaluate(g, { x: Float32Array.of(2, 4, 100), w: Float32Array.of(1, 1, 0) });
+  assert.deepEqual(Array.from(values.get(dw)!), [0, 0, 0]);
+});
+
 test("reductions cost one read per input element and one write per output element", () => {
   const g = new Graph();
   const x = g.input("x", [4, 5, 6]);

@@ -437,3 +437,10 @@ test("MoE(2048E, 60L)'s per-core step does not fit 16 GiB without remat; auto re
   assert.ok(auto.peakMemoryBytesPerCore < 16 * GiB, `${auto.peakMemoryBytesPerCore / GiB} GiB`);
   assert.ok(auto.breakdownSeconds.recompute > 0);
 });
+
+test("examples/paper_scale.ts refuses a capacity whose expert buffers cannot fit a core before simulating", () => {
+  const { code, out, err } = run(["--all", "--capacity", "100000"]);
+  assert.equal(code, 2);
+  assert.deepEqual(out, []);
+  assert.match(err, /^error: moeLayer: capacity 100000 needs \d+ bytes per core/);
+});

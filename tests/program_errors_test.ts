@@ -271,3 +271,25 @@ test("the per-instant operation count starts again whenever time moves on", () =
   }, { limits: { maxOpsPerInstant: 10 } });
   assert.equal(result.status, "completed");
 });
+
+test("an operation changed after the handle checked it is refused when it runs", () => {
+  for (
+    const change of [
+      (op: Record<string, unknown>) => (op.bytes = -4096),
+      (op: Record<string, unknown>) => (op.category = "nonsense"),
+      (op: Record<string, unknown>) => (op.kind = "teleport"),
+    ]
+  ) {
+    assert.throws(
+      () =>
+        runProgram(v3_8, function* (core) {
+          const op = core.alloc(8, "buffers");
+          change(op as unknown as Record<string, unknown>);
+          yield* op;
+        }),
+      (e: unknown) =>
+        e instanceof ProgramError &&
+        /core 0 at t=0s: a \w+ operation was changed after its checks/.test(e.message),
+    );
+  }
+});

@@ -458,3 +458,14 @@ test("core.call runs a sub-program: its operations reach the runtime and its val
     /core 0 at t=0s: call needs a generator/,
   );
 });
+
+test("a program that only ever calls empty sub-programs is stopped, not left to hang", () => {
+  function* nothing(): ProgramGenerator<void> {}
+  assert.throws(
+    () =>
+      runProgram(ringTopology(2), function* (core) {
+        for (;;) yield* core.call(nothing());
+      }),
+    (e: unknown) => e instanceof ProgramError && /calls in a row ran no operation/.test(e.message),
+  );
+});

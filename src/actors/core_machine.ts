@@ -134,12 +134,13 @@ export function applyCoreEvent(c: CoreContext, event: CoreEvent): CoreContext {
       return context(c.id, event.at, c.ledger, undefined, c.reason);
     case "RECV_WAIT":
       return context(c.id, event.at, c.ledger, { from: event.from, tag: event.tag }, c.reason);
+    // A core allocates or frees only when idle, or resuming to idle (so no longer waiting).
     case "ALLOC":
       return context(
         c.id,
         event.at,
         allocate(c.ledger, event.category, event.bytes),
-        c.waitingFor,
+        undefined,
         c.reason,
       );
     case "FREE":
@@ -147,7 +148,7 @@ export function applyCoreEvent(c: CoreContext, event: CoreEvent): CoreContext {
         c.id,
         event.at,
         release(c.ledger, event.category, event.bytes),
-        c.waitingFor,
+        undefined,
         c.reason,
       );
     case "OUT_OF_MEMORY":

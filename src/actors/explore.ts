@@ -25,6 +25,7 @@ import { OptionsError, ProgramError, RunLimitError } from "../errors.ts";
 import { Topology } from "../topology/topology.ts";
 import type { Tag } from "./core_machine.ts";
 import {
+  intact,
   isHandleOperation,
   type Message,
   type Operation,
@@ -215,6 +216,12 @@ export function exploreProgram(
       if (next.done) return void trace.push({ kind: "done", peer: -1, tag: "", ordinal: 0, ...at });
       const op = next.value as Operation;
       // The stack runs calls and takes (claims) every operation it hands over as this core's.
+      const changed = isHandleOperation(op) ? intact(op, id, n) : undefined;
+      if (changed !== undefined) {
+        throw new ProgramError(
+          `core ${id}: a ${String(op.kind)} operation was changed after its checks (${changed})`,
+        );
+      }
       if (op instanceof Refused || !isHandleOperation(op)) {
         throw new ProgramError(
           `core ${id}: yielded something that is not an operation of its handle`,

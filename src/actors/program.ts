@@ -125,8 +125,9 @@ export class Operation<R = unknown> implements IterableIterator<Operation, R, un
     readonly category: MemoryCategory,
   ) {
     if (token !== ISSUE) throw new ProgramError("operations are built by the core handle only");
-    // The handle checked these fields; they are readonly (not frozen: freezing every one of
-    // millions of operations cost a tenth of a pod-scale run).
+    // The handle checked these fields. They are readonly but not frozen (freezing every one of
+    // millions of operations cost a tenth of a pod-scale run): the runtime checks them again
+    // when it takes the operation (see intact), so one changed after its checks never runs.
     this.#issuer = issuer;
   }
 
@@ -162,6 +163,39 @@ export function isHandleOperation(value: unknown): value is Operation {
 }
 
 /**
+ * For the runtime, as it takes `op` from core `id` of `coreCount`: undefined when its fields are
+ * still what the handle checked (a known kind, amounts finite and >= 0, whole byte counts, a
+ * known category, a peer that is another core), else what is wrong with it.
+ */
+export function intact(op: Operation, id: number, coreCount: number): string | undefined {
+  const { kind, bytes } = op;
+  const amount = (v: number, whole: boolean) =>
+    typeof v === "number" && v >= 0 && v < Infinity && (!whole || Number.isInteger(v));
+  switch (kind) {
+    case "compute":
+      return amount(op.flops, false) && amount(bytes, false) ? undefined : "its amounts";
+    case "alloc":
+    case "free":
+      return amount(bytes, true) && isMemoryCategory(op.category) ? undefined : "its bytes";
+    case "send":
+    case "recv": {
+      const { peer } = op;
+      const ok = Number.isInteger(peer) && peer >= 0 && peer < coreCount && peer !== id &&
+        (kind === "recv" || amount(bytes, true));
+      return ok ? undefined : "its peer or bytes";
+    }
+    case "flush":
+    case "call":
+      return undefined;
+    default:
+      return "its kind";
+  }
+}
+
+/** Calls a program may make in a row without any operation in between. */
+const MAX_CALLS_WITHOUT_OPERATION = 1e6;
+
+/**
  * A core's running program with the sub-programs it called ({@linkcode CoreHandle.call}): the
  * runtime and the explorer step this instead of the program's generator. It runs calls itself
  * (pushing the sub-program, resuming the caller with its return value or its exception) and
@@ -184,6 +218,9 @@ export class ProgramStack {
     const stack = this.#stack;
     let error: unknown;
     let throwing = false;
+    // Calls that return without an operation are finite work, but not endless: a program
+    // that only ever calls would otherwise never hand the runtime anything to count.
+    let calls = 0;
     for (;;) {
       const top = stack[stack.length - 1];
       let next: IteratorResult<unknown, unknown>;
@@ -210,6 +247,12 @@ export class ProgramStack {
         return { done: false, value: new Refused(op, issuer) };
       }
       if (op.kind !== "call") return next;
+      if (++calls > MAX_CALLS_WITHOUT_OPERATION) {
+        throw new ProgramError(
+          `${MAX_CALLS_WITHOUT_OPERATION} calls in a row ran no operation (an endless loop of ` +
+            "empty sub-programs?)",
+        );
+      }
       stack.push(op.payload as ProgramGenerator<unknown>);
       value = undefined;
     }

@@ -23,6 +23,7 @@ import { EventQueue } from "./event_queue.ts";
 import { LinkCalendar } from "./link_calendar.ts";
 import { type BytesByCategory, fits, OutOfMemoryError } from "./memory_ledger.ts";
 import {
+  intact,
   isHandleOperation,
   type Message,
   type Operation,
@@ -458,6 +459,17 @@ class Runtime {
       // The stack took (claimed) every operation it hands over as this core's.
       if (op instanceof Refused) this.#refuse(slot, op.op, op.issuer);
       if (!isHandleOperation(op)) this.#refuse(slot, op, undefined);
+      const changed = intact(op, slot.id, this.#topology.coreCount);
+      if (changed !== undefined) {
+        this.#fail(
+          slot,
+          new ProgramError(
+            `core ${slot.id} at t=${now}s: a ${
+              String(op.kind)
+            } operation was changed after its checks (${changed}); build a new one`,
+          ),
+        );
+      }
       const { kind } = op as Operation;
       num[row + OPS]++;
       if (++this.#ops > this.#limits.maxOps) {

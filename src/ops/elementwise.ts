@@ -63,6 +63,20 @@ const MUL: OpDef<null> = {
   },
 };
 
+// `a * b` whose gradient flows to `a` only: `b` is a constant (a mask, loss weights).
+const MUL_BY_CONSTANT: OpDef<null> = {
+  ...binary("mul", (x, y) => x * y),
+  vjp: (node, gout) => [mul(gout, node.inputs[1]), undefined],
+};
+
+/**
+ * `a * b` (as {@linkcode mul}, sharded the same way) with no gradient for `b`: for weights and
+ * masks that are data, not parameters. Internal.
+ */
+export function mulByConstant(a: Node, b: Node): Node {
+  return a.graph.apply(MUL_BY_CONSTANT, [a, b], null);
+}
+
 /**
  * `a + b`; `b` may be a suffix of `a`'s shape.
  *

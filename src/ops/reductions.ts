@@ -11,7 +11,7 @@
  */
 
 import { ShapeError } from "../errors.ts";
-import { mul, scale } from "./elementwise.ts";
+import { mulByConstant, scale } from "./elementwise.ts";
 import type { Node, OpDef } from "./graph.ts";
 import { indexMap } from "./layout.ts";
 import { axisOf, type Shape, showShape, sizeOf, stridesOf } from "./shape.ts";
@@ -299,5 +299,5 @@ export function weightedMean(x: Node, w: Node): Node {
   }
   // Built from sums, so that a partitioned graph sums locally and all-reduces two scalars
   // instead of gathering the whole tensor on every core.
-  return x.graph.apply(RATIO, [sum(mul(x, w)), sum(w)], null);
+  return x.graph.apply(RATIO, [sum(mulByConstant(x, w)), sum(w)], null);
 }

@@ -12,7 +12,7 @@
 import { OptionsError } from "../errors.ts";
 import type { MemoryCategory } from "../actors/memory_ledger.ts";
 import { stepBreakdown, type StepClass } from "../moe/step_breakdown.ts";
-import { buildTransformer } from "../moe/transformer.ts";
+import { buildTransformer, type TransformerConfig } from "../moe/transformer.ts";
 import { Graph, type Node } from "../ops/graph.ts";
 import { BYTES_PER_ELEMENT } from "../ops/shape.ts";
 import { adafactor } from "../ops/optimizers.ts";
@@ -182,16 +182,9 @@ export function simulatePaperStep(model: string, options: PaperStepOptions = {})
   return simulateConfig(config, policy, t0);
 }
 
-/** {@linkcode simulatePaperStep} for a resolved configuration (tests scale presets down). */
-export function simulateConfig(
-  config: PaperConfig,
-  policy: RematPolicy,
-  t0 = performance.now(),
-): PaperStepReport {
-  const topology = sliceTopology(config.slice);
-  const hw = topology.hardware;
-  const half = config.layers / 2;
-  const built = buildTransformer(new Graph(), {
+/** The MoE Transformer of a paper configuration (encoder and decoder of layers / 2 each). */
+function transformerConfig(config: PaperConfig): TransformerConfig {
+  return {
     batch: config.sentences,
     sourceLength: config.sequenceLength,
     targetLength: config.sequenceLength,
@@ -201,12 +194,44 @@ export function simulateConfig(
     heads: config.heads,
     headDim: config.headDim,
     hidden: config.hidden,
-    layers: half,
+    layers: config.layers / 2,
     experts: config.experts,
     cores: config.cores,
     groupSize: config.groupSize,
     gate: { capacity: config.capacity },
-  });
+  };
+}
+
+/**
+ * Builds a configuration's forward graph (a fraction of a second), so that what the model
+ * refuses -- an expert capacity whose buffers cannot fit a core, say -- is refused before any
+ * simulation starts. Throws the model's OptionsError.
+ *
+ * @example
+ * ```ts
+ * import { checkPaperConfig } from "./simulate.ts";
+ * import { paperConfig } from "./presets.ts";
+ * checkPaperConfig(paperConfig("512E-12L")); // fine
+ * try {
+ *   checkPaperConfig(paperConfig("512E-12L", { capacity: 100_000 }));
+ * } catch (e) {
+ *   console.log((e as Error).message.startsWith("moeLayer: capacity 100000 needs")); // true
+ * }
+ * ```
+ */
+export function checkPaperConfig(config: PaperConfig): void {
+  buildTransformer(new Graph(), transformerConfig(config), false);
+}
+
+/** {@linkcode simulatePaperStep} for a resolved configuration (tests scale presets down). */
+export function simulateConfig(
+  config: PaperConfig,
+  policy: RematPolicy,
+  t0 = performance.now(),
+): PaperStepReport {
+  const topology = sliceTopology(config.slice);
+  const hw = topology.hardware;
+  const built = buildTransformer(new Graph(), transformerConfig(config));
   const grads = built.grads!;
   const plan = partition(built.graph, topology, { outputs: [built.loss, ...grads] });
   const optimizer = adafactor();
