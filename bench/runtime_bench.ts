@@ -67,6 +67,7 @@ const seconds: Record<string, number[]> = {
   deadlock: [],
   shift64: [],
   allToAll512: [],
+  ledger: [],
 };
 function timed(
   kind: string,
@@ -129,6 +130,23 @@ Deno.bench(
   timed("allToAll512", allToAll, (s, m) => s === "completed" && m === ALL_TO_ALL, v3_512),
 );
 
+// What a partitioned program does per graph node on every core: allocate the result, compute,
+// free an input. The per-node cost of a paper-scale step (examples/paper_scale.ts).
+const NODE_STEPS = 300;
+const LEDGER_OPS = pod.coreCount * NODE_STEPS * 3;
+const nodeSteps: Program = function* (core) {
+  for (let i = 0; i < NODE_STEPS; i++) {
+    yield core.alloc(1024, "activations", "out");
+    yield core.compute({ flops: 1e6, bytes: 1e4, label: "op" });
+    yield core.free(1024, "activations", "out");
+  }
+};
+Deno.bench(
+  `runtime: v3-2048, ${NODE_STEPS} x (alloc, compute, free) per core, ${LEDGER_OPS} operations`,
+  options,
+  timed("ledger", nodeSteps, (s) => s === "completed"),
+);
+
 const machineActor = createActor(coreMachine, { input: { id: 0, budget: 1 } }).start();
 const compiledActor = createActor(coreLogic, { input: { id: 0, budget: 1 } }).start();
 Deno.bench(
@@ -182,6 +200,10 @@ globalThis.addEventListener("unload", () => {
           `${best.toFixed(0)})`,
       );
     }
+  }
+  if (seconds.ledger.length > WARMUP) {
+    const rate = LEDGER_OPS / median(seconds.ledger);
+    console.log(`node steps: ${(rate / 1e6).toFixed(2)}M operations/s (alloc, compute, free)`);
   }
   if (seconds.allToAll512.length > 1) {
     const measured = seconds.allToAll512.slice(1).sort((a, b) => a - b);

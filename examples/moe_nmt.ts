@@ -790,7 +790,7 @@ export function formatReport(r: NmtReport): string[] {
   out.push(
     "  (forward and backward of each class, core 0's timeline; the replicated weights' " +
       "gradients are all-reduced in one combined AllReduce; other collectives = the losses' " +
-      "AllReduces; optimizer = the rest of the step, incl. gradient retiling)",
+      "AllReduces; optimizer = the update, incl. gradient retiling)",
   );
   out.push("");
   out.push(

@@ -11,7 +11,7 @@
  */
 
 import type { Message, ProgramGenerator } from "../actors/program.ts";
-import type { GroupView } from "./groups.ts";
+import { type GroupView, memo } from "./groups.ts";
 import { directExchange, type Exchange } from "./rings.ts";
 import { block, blockLength, blockStart, pack, segment } from "./segments.ts";
 import type { CollectiveAlgorithm } from "./spec.ts";
@@ -140,12 +140,11 @@ function* torusPhases(
   const p = g.members.length;
   const { topology } = g;
   let originCount = 1;
-  let destinations = g.memo.get("a2a-keep:") as Int32Array<ArrayBuffer> | undefined;
-  if (destinations === undefined) {
-    destinations = new Int32Array(p);
-    for (let d = 0; d < p; d++) destinations[d] = d;
-    g.memo.set("a2a-keep:", destinations);
-  }
+  let destinations = memo(g, "a2a-keep:", () => {
+    const all = new Int32Array(p);
+    for (let d = 0; d < p; d++) all[d] = d;
+    return all;
+  });
   // Numeric mode only: the origins held (ascending) and each block's data, by origin * p + dest.
   let origins = [g.rank];
   let held = new Map<number, Float32Array>();
@@ -163,15 +162,14 @@ function* torusPhases(
     const q = line.length;
     const pos = line.indexOf(x.core.id);
     const mine = of[g.rank];
-    const phase = `a2a:${n}:${done}${axis}`;
-    let elementsByValue = g.memo.get(phase) as Float64Array | undefined;
-    if (elementsByValue === undefined) {
-      elementsByValue = new Float64Array(
+    const kept = destinations;
+    const elementsByValue = memo(g, `a2a:${n}:${done}${axis}`, () => {
+      const sums = new Float64Array(
         Math.max(topology.chipsX, topology.chipsY, topology.coresPerChip),
       );
-      for (const d of destinations) elementsByValue[of[d]] += blockLength(n, p, d);
-      g.memo.set(phase, elementsByValue);
-    }
+      for (const d of kept) sums[of[d]] += blockLength(n, p, d);
+      return sums;
+    });
     done += `${axis}=${mine},`;
     const tag = `podsim:a2a-${axis}`;
     for (let t = 1; t < q; t++) {
@@ -193,12 +191,7 @@ function* torusPhases(
       }
       yield x.core.send(to, payload, { tag, bytes: elements * x.bytesPerElement });
     }
-    const keepKey = `a2a-keep:${done}`;
-    let keep = g.memo.get(keepKey) as Int32Array<ArrayBuffer> | undefined;
-    if (keep === undefined) {
-      keep = destinations.filter((d) => of[d] === mine);
-      g.memo.set(keepKey, keep);
-    }
+    const keep = memo(g, `a2a-keep:${done}`, () => kept.filter((d) => of[d] === mine));
     const next = new Map<number, Float32Array>();
     const gathered = [...origins];
     if (input) {

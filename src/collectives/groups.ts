@@ -203,6 +203,13 @@ export interface GroupView extends GroupLayout {
   readonly rank: number;
 }
 
+/** What protocols derive from a group's layout, made once per group and kept in its memo. */
+export function memo<T>(g: GroupLayout, key: string, make: () => T): T {
+  let value = g.memo.get(key) as T | undefined;
+  if (value === undefined) g.memo.set(key, value = make());
+  return value;
+}
+
 /** The layout of each resolved group. */
 export function groupLayouts(topology: Topology, groups: ReplicaGroups): GroupLayout[] {
   return groups.groups.map((members, g) => {

@@ -7,7 +7,7 @@
  */
 
 import type { ProgramGenerator } from "../actors/program.ts";
-import type { GridAxis, GroupView } from "./groups.ts";
+import { type GridAxis, type GroupView, memo } from "./groups.ts";
 import { directExchange, type Exchange, type Pass, type Ring, ringPasses } from "./rings.ts";
 import { block, blockStart, type Segment, segment } from "./segments.ts";
 import type { CollectiveAlgorithm } from "./spec.ts";
@@ -80,12 +80,6 @@ function* direct<R>(
     }
   }
   return finish();
-}
-
-function memo<T>(g: GroupView, key: string, make: () => T): T {
-  let value = g.memo.get(key) as T | undefined;
-  if (value === undefined) g.memo.set(key, value = make());
-  return value;
 }
 
 /**

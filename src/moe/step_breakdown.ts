@@ -26,6 +26,7 @@ export const STEP_CLASSES = [
   "embedding, norms, loss",
   "optimizer",
   "recompute",
+  "core skew",
 ] as const;
 
 /** One of {@linkcode STEP_CLASSES}. */
@@ -88,7 +89,8 @@ export function classifyNodes(model: TransformerGraph): Map<Node, StepClass> {
 
 /**
  * The step's simulated seconds by op class, from core 0's timeline (an SPMD step runs the same
- * program on every core), so the classes add up to the step time. A node's own compute goes to
+ * program on every core), plus "core skew": how much later than core 0 the slowest core ended.
+ * The classes add up to the step time. A node's own compute goes to
  * its class; its
  * collectives to the AllToAll, gradient AllReduce or "other collectives" class. The backward
  * pass has two AllToAlls per MoE layer, mirrors of the forward ones: walking backwards through
@@ -119,11 +121,9 @@ export function stepBreakdown(
   const dispatch = new Set(model.phases.dispatch);
   const lastForward = model.loss.id;
   let backwardAllToAlls = 0;
-  const { steps, allReduceSeconds, recomputeSeconds } = step.timeline;
-  let total = 0;
+  const { steps, allReduceSeconds, recomputeSeconds, optimizerSeconds } = step.timeline;
   for (const node of [...steps.keys()].sort((a, b) => a.id - b.id)) {
     const { seconds, compute } = steps.get(node)!;
-    total += seconds;
     const own = classes.get(node) ?? "embedding, norms, loss";
     out[own] += compute;
     const rest = seconds - compute;
@@ -139,7 +139,9 @@ export function stepBreakdown(
   }
   out["gradient AllReduce"] += allReduceSeconds;
   out.recompute += recomputeSeconds;
-  // The rest of the step: the optimizer state's allocation and the update.
-  out.optimizer += step.result.simulatedSeconds - total - allReduceSeconds - recomputeSeconds;
+  out.optimizer += optimizerSeconds;
+  // The step ends when its slowest core does: how much later than core 0 that was (cores that
+  // share links or sit at a line's end finish collectives at different times).
+  out["core skew"] += Math.max(0, step.result.simulatedSeconds - step.result.cores[0].clock);
   return out;
 }

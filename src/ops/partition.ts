@@ -96,13 +96,15 @@ export interface TrainStepResult {
   readonly recomputeSeconds: number;
   /**
    * Core 0's step, piece by piece: each node's seconds and its own compute's, the combined
-   * gradient AllReduce and the recomputation. With the optimizer update (the rest) they add up
-   * to core 0's clock, which in an SPMD step is the step time.
+   * gradient AllReduce, the recomputation and the optimizer update. They add up to core 0's
+   * clock (allocations take no time), which in an SPMD step is the step time.
    */
   readonly timeline: {
     readonly steps: ReadonlyMap<Node, { readonly seconds: number; readonly compute: number }>;
     readonly allReduceSeconds: number;
     readonly recomputeSeconds: number;
+    /** The gradients' retiling and the optimizer update. */
+    readonly optimizerSeconds: number;
   };
   /** Combined gradient AllReduces run (one per replica-group set). */
   readonly gradientAllReduces: number;
@@ -355,6 +357,7 @@ export class PartitionedGraph {
       steps: new Map<Node, { seconds: number; compute: number }>(),
       allReduceSeconds: 0,
       recomputeSeconds: 0,
+      optimizerSeconds: 0,
     };
     const finish = {
       keep,
@@ -365,6 +368,7 @@ export class PartitionedGraph {
         const reduced = yield* runGradientReduce(core, reduce, tiles);
         allReduceSeconds = Math.max(allReduceSeconds, reduced);
         if (core.id === 0) timeline.allReduceSeconds = reduced;
+        const updateStart = core.now();
         const local = params.map((p) => shardings.get(p)!.box(p.shape, core.id).size);
         const slots = [];
         for (const [i, p] of params.entries()) {
@@ -397,6 +401,7 @@ export class PartitionedGraph {
           if (!list) updated.set(p, list = []);
           list[core.id] = tile;
         }
+        if (core.id === 0) timeline.optimizerSeconds = core.now() - updateStart;
       },
     };
     const parts = new Map<Node, (Float32Array | undefined)[]>();
